@@ -1,1 +1,96 @@
-//! fanfare-dispatcher
+//! The dispatcher: takes its datacenter's copy of every interaction and sends each one to the
+//! local frontends that have viewers of its video, and to no one else.
+//!
+//! Data path: `FANOUT_<dc>` stream → one pull per dispatch partition (the server pins each
+//! partition to one dispatcher of the datacenter at a time, so per-video order holds and a
+//! second dispatcher is a hot standby that takes over when the pin expires) → a dispatch round
+//! (decode, count likes into the datacenter's totals, look the video up in the watched
+//! subscription table) → one [`FrontendBatch`](fanfare_model::FrontendBatch) per interested
+//! frontend on core NATS → acknowledgements.
+//!
+//! [`run`] is what `fanfare dispatcher` calls; tests call it too.
+
+mod admin;
+mod partition;
+mod settings;
+
+pub use settings::Settings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_fabric::{FabricError, SubscriptionTable, Totals};
+use fanfare_telemetry::DispatcherMetrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("cannot reach nats: {0}")]
+    Nats(#[from] FabricError),
+    #[error("admin server failed: {0}")]
+    Admin(#[source] std::io::Error),
+}
+
+/// How long shutdown waits for partitions to finish their round and hand their pin back.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a dispatcher until `shutdown` is cancelled. `admin` serves `/healthz`, `/readyz`,
+/// `/metrics` and `/v1/table`.
+pub async fn run(
+    settings: Settings,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DispatcherError> {
+    let mut registry = fanfare_telemetry::node_registry(&settings.dc, &settings.name);
+    let metrics = DispatcherMetrics::register(&mut registry);
+    let client = fanfare_fabric::connect(&settings.nats, &settings.name).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let (table, table_task) =
+        SubscriptionTable::start(js.clone(), &settings.dc, shutdown.child_token()).await?;
+    let totals = Totals::open(&js, &settings.dc).await?;
+    let fanout = partition::open_fanout(&js, &settings.dc).await?;
+
+    let settings = Arc::new(settings);
+    let tracker = TaskTracker::new();
+    let partitions_token = shutdown.child_token();
+    for partition in 0..settings.partitions {
+        let worker = partition::PartitionWorker {
+            partition,
+            settings: settings.clone(),
+            client: client.clone(),
+            fanout: fanout.clone(),
+            table: table.clone(),
+            totals: totals.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(worker.run(partitions_token.clone()));
+    }
+    tracker.close();
+    tracing::info!(
+        dc = settings.dc,
+        partitions = settings.partitions,
+        "dispatcher started"
+    );
+
+    let state = admin::AdminState {
+        registry: Arc::new(registry),
+        table: table.clone(),
+        client: client.clone(),
+        metrics,
+    };
+    let admin_token = shutdown.clone();
+    let admin_server = axum::serve(admin, admin::router(state))
+        .with_graceful_shutdown(async move { admin_token.cancelled().await });
+    let admin_result = admin_server.await;
+
+    partitions_token.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("partitions did not stop within {DRAIN_TIMEOUT:?}");
+    }
+    let _ = table_task.await;
+    let _ = client.flush().await;
+    tracing::info!("dispatcher stopped");
+    admin_result.map_err(DispatcherError::Admin)
+}

@@ -1,1 +1,167 @@
-//! fanfare-frontend
+//! The frontend: holds viewers' SSE connections and accepts publish requests.
+//!
+//! Data path in: a viewer's `GET /v1/videos/{id}/events` joins the [`hub`] (video → viewers of
+//! this frontend); a video's first viewer writes this frontend's interest into the
+//! datacenter's subscription table ([`interest`]). Dispatchers then send this frontend, on its
+//! own NATS subject, batches of interactions for the videos it watches; the hub drops anything
+//! already delivered and hands the rest, encoded once, to every viewer of the video
+//! ([`viewer`]).
+//!
+//! Data path out: `POST .../likes` and `.../comments` are validated, stored in the
+//! datacenter's origin stream (likes by group commit, [`ingest`]) and answered 202 once stored.
+//!
+//! [`run`] is what `fanfare frontend` calls; tests call it too.
+
+mod http;
+mod hub;
+mod ingest;
+mod interest;
+mod problem;
+mod settings;
+mod viewer;
+
+pub use problem::ApiError;
+pub use settings::Settings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_fabric::{FabricError, FabricErrorKind, InterestRegistry};
+use fanfare_model::{names, FrontendBatch};
+use fanfare_telemetry::FrontendMetrics;
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
+use crate::ingest::LikeQueue;
+use crate::interest::InterestKeeper;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("cannot reach nats: {0}")]
+    Nats(#[from] FabricError),
+    #[error("http server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// State every request handler shares.
+pub(crate) struct Shared {
+    settings: Settings,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    hub: Arc<Hub>,
+    likes: LikeQueue,
+    interest: InterestKeeper,
+    metrics: FrontendMetrics,
+    registry: Registry,
+    /// Cancelled when the frontend shuts down; every viewer stream ends on it.
+    shutdown: CancellationToken,
+}
+
+/// How long shutdown waits for in-flight publishes to be acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a frontend on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), FrontendError> {
+    let mut registry = fanfare_telemetry::node_registry(&settings.dc, &settings.name);
+    let metrics = FrontendMetrics::register(&mut registry);
+    let client = fanfare_fabric::connect(&settings.nats, &settings.name).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let hub = Arc::new(Hub::new(settings.viewer_buffer));
+    let tracker = TaskTracker::new();
+
+    let inbox = names::frontend_inbox(&settings.dc, &settings.name);
+    let batches = client.subscribe(inbox.clone()).await.map_err(|error| {
+        FabricError::new(FabricErrorKind::Consume, format!("subscribing to {inbox}"), error)
+    })?;
+    tracker.spawn(receive_batches(
+        batches,
+        hub.clone(),
+        metrics.clone(),
+        shutdown.child_token(),
+    ));
+
+    let registry_writer = InterestRegistry::open(&js, &settings.dc, &settings.name).await?;
+    let interest_token = CancellationToken::new();
+    let (interest, interest_task) = InterestKeeper::start(
+        registry_writer,
+        hub.clone(),
+        settings.interest_ttl,
+        metrics.clone(),
+        interest_token.clone(),
+    );
+    let ingest_token = CancellationToken::new();
+    let likes = ingest::start_like_committer(
+        js.clone(),
+        settings.dc.clone(),
+        settings.like_queue,
+        settings.like_commits_in_flight,
+        metrics.clone(),
+        &tracker,
+        ingest_token.clone(),
+    );
+
+    let shared = Arc::new(Shared {
+        settings,
+        client: client.clone(),
+        js,
+        hub,
+        likes,
+        interest,
+        metrics,
+        registry,
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(
+        dc = shared.settings.dc,
+        addr = %listener.local_addr().map_err(FrontendError::Serve)?,
+        "frontend listening"
+    );
+    let serve_token = shutdown.clone();
+    let served = axum::serve(listener, http::router(shared.clone()))
+        .with_graceful_shutdown(async move { serve_token.cancelled().await })
+        .await;
+
+    // Requests are drained: store what was accepted, then leave the subscription table.
+    ingest_token.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight publishes did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    interest_token.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, interest_task).await.is_err() {
+        tracing::warn!("withdrawing interest did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    let _ = client.flush().await;
+    tracing::info!("frontend stopped");
+    served.map_err(FrontendError::Serve)
+}
+
+/// Receives dispatchers' batches for this frontend and hands them to the hub.
+async fn receive_batches(
+    batches: async_nats::Subscriber,
+    hub: Arc<Hub>,
+    metrics: FrontendMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut batches = std::pin::pin!(batches.take_until(shutdown.cancelled_owned()));
+    while let Some(message) = batches.next().await {
+        let batch: FrontendBatch = match serde_json::from_slice(&message.payload) {
+            Ok(batch) => batch,
+            Err(error) => {
+                metrics.batch_undecodable(&error);
+                continue;
+            }
+        };
+        let received = batch.deliveries.len();
+        let outcome = hub.deliver(batch.deliveries);
+        metrics.batch_received(received, outcome.unwatched, outcome.duplicates);
+    }
+}

@@ -1,0 +1,308 @@
+//! One dispatch partition: pull, count, route, send, acknowledge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use fanfare_fabric::{FabricError, FabricErrorKind, SubscriptionTable, TotalRecord, Totals};
+use fanfare_model::{names, Delivery, DeliveryPayload, FrontendBatch, Interaction, VideoId};
+use fanfare_telemetry::DispatcherMetrics;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::Settings;
+
+/// Pause before retrying a partition whose consumer could not be opened or whose pull failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+pub(crate) async fn open_fanout(
+    js: &jetstream::Context,
+    dc: &str,
+) -> Result<jetstream::stream::Stream, FabricError> {
+    let name = names::fanout_stream(dc);
+    js.get_stream(&name).await.map_err(|error| {
+        FabricError::new(FabricErrorKind::Consume, format!("opening stream {name}"), error)
+    })
+}
+
+pub(crate) struct PartitionWorker {
+    pub partition: u16,
+    pub settings: Arc<Settings>,
+    pub client: async_nats::Client,
+    pub fanout: jetstream::stream::Stream,
+    pub table: SubscriptionTable,
+    pub totals: Totals,
+    pub metrics: DispatcherMetrics,
+}
+
+/// One message of a round, decoded.
+struct Routed {
+    message: jetstream::Message,
+    delivery: Option<Delivery>,
+    fanout_seq: u64,
+}
+
+impl PartitionWorker {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let consumer_name = names::dispatch_consumer(self.partition);
+        let mut totals_cache: HashMap<VideoId, (TotalRecord, u64)> = HashMap::new();
+        let mut owned = false;
+        while !shutdown.is_cancelled() {
+            let messages = match self.pull(&consumer_name).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(partition = self.partition, %error, "cannot pull, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                    }
+                }
+            };
+            let mut rounds = messages.ready_chunks(self.settings.max_round);
+            loop {
+                let round = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    round = rounds.next() => round,
+                };
+                let Some(round) = round else { break };
+                let mut received = Vec::with_capacity(round.len());
+                for item in round {
+                    match item {
+                        Ok(message) => received.push(message),
+                        Err(error) => {
+                            tracing::debug!(partition = self.partition, %error, "pull status")
+                        }
+                    }
+                }
+                if received.is_empty() {
+                    continue;
+                }
+                if !owned {
+                    owned = true;
+                    self.metrics.partition_owned(self.partition);
+                }
+                self.dispatch_round(received, &mut totals_cache).await;
+            }
+        }
+        if owned {
+            // Hand the pin over now rather than after the pin timeout: everything this
+            // dispatcher received has been sent and acknowledged.
+            let released = self
+                .fanout
+                .unpin_consumer(&consumer_name, names::DISPATCH_GROUP)
+                .await;
+            if let Err(error) = released {
+                tracing::debug!(partition = self.partition, %error, "could not release the pin");
+            }
+            self.metrics.partition_lost(self.partition);
+        }
+    }
+
+    async fn pull(&self, consumer_name: &str) -> Result<pull::Stream, FabricError> {
+        let consumer: jetstream::consumer::Consumer<pull::Config> = self
+            .fanout
+            .get_consumer(consumer_name)
+            .await
+            .map_err(|error| {
+                FabricError::new(FabricErrorKind::Consume, format!("opening consumer {consumer_name}"), error)
+            })?;
+        let expiry = self.settings.pull_expiry;
+        consumer
+            .stream()
+            .group(names::DISPATCH_GROUP)
+            .max_messages_per_batch(self.settings.max_round)
+            .expires(expiry)
+            .heartbeat(expiry / 4)
+            .messages()
+            .await
+            .map_err(|error| {
+                FabricError::new(FabricErrorKind::Consume, format!("pulling {consumer_name}"), error)
+            })
+    }
+
+    async fn dispatch_round(
+        &self,
+        messages: Vec<jetstream::Message>,
+        totals_cache: &mut HashMap<VideoId, (TotalRecord, u64)>,
+    ) {
+        let message_count = messages.len();
+        let mut redelivered = 0;
+        let mut routed = Vec::with_capacity(message_count);
+        for message in messages {
+            let (fanout_seq, delivered) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.delivered),
+                Err(_) => (0, 1),
+            };
+            if delivered > 1 {
+                redelivered += 1;
+            }
+            let delivery = match decode(&message) {
+                Ok(delivery) => Some(delivery),
+                Err(error) => {
+                    self.metrics.undecodable(message.subject.as_str(), &*error);
+                    None
+                }
+            };
+            routed.push(Routed {
+                message,
+                delivery,
+                fanout_seq,
+            });
+        }
+
+        if let Err(error) = self.count_likes(&mut routed, totals_cache).await {
+            // Without a total the likes cannot be delivered exactly; let the server redeliver
+            // the whole round.
+            tracing::warn!(partition = self.partition, %error, "cannot update like totals, round will be redelivered");
+            totals_cache.clear();
+            for item in &routed {
+                let _ = item.message.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await;
+            }
+            return;
+        }
+
+        let mut batches: HashMap<Arc<str>, Vec<Delivery>> = HashMap::new();
+        let mut unwatched = 0;
+        let mut deliveries = 0;
+        for item in &routed {
+            let Some(delivery) = &item.delivery else { continue };
+            let frontends = self.table.frontends_for(&delivery.video_id);
+            if frontends.is_empty() {
+                unwatched += 1;
+                continue;
+            }
+            deliveries += frontends.len();
+            for frontend in frontends {
+                batches.entry(frontend).or_default().push(delivery.clone());
+            }
+        }
+        let batch_count = batches.len();
+        for (frontend, deliveries) in batches {
+            let batch = FrontendBatch {
+                dispatcher: self.settings.name.clone(),
+                deliveries,
+            };
+            let subject = names::frontend_inbox(&self.settings.dc, &frontend);
+            let payload = match serde_json::to_vec(&batch) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode a frontend batch");
+                    continue;
+                }
+            };
+            if let Err(error) = self.client.publish(subject, payload.into()).await {
+                tracing::warn!(%error, frontend = &*frontend, "cannot send a batch to a frontend");
+            }
+        }
+        if batch_count > 0 {
+            if let Err(error) = self.client.flush().await {
+                tracing::warn!(%error, "cannot flush batches to frontends");
+            }
+        }
+        for item in &routed {
+            if let Err(error) = item.message.ack().await {
+                tracing::debug!(%error, "ack failed; the message will be redelivered");
+            }
+        }
+        self.metrics
+            .round(message_count, redelivered, unwatched, deliveries, batch_count);
+    }
+
+    /// Adds this round's likes to the datacenter's totals (once per fan-out sequence, whoever
+    /// counted before) and writes each like delivery's `total`.
+    async fn count_likes(
+        &self,
+        routed: &mut [Routed],
+        cache: &mut HashMap<VideoId, (TotalRecord, u64)>,
+    ) -> Result<(), FabricError> {
+        let mut videos: Vec<VideoId> = Vec::new();
+        for item in routed.iter() {
+            if let Some(Delivery {
+                video_id,
+                payload: DeliveryPayload::Likes { .. },
+                ..
+            }) = &item.delivery
+            {
+                if !videos.contains(video_id) {
+                    videos.push(video_id.clone());
+                }
+            }
+        }
+        for video in videos {
+            loop {
+                let (stored, revision) = match cache.get(&video) {
+                    Some(cached) => *cached,
+                    None => self.totals.read(&video).await?,
+                };
+                let mut record = stored;
+                for item in routed.iter_mut() {
+                    let Some(Delivery {
+                        video_id,
+                        payload: DeliveryPayload::Likes { count, total },
+                        ..
+                    }) = &mut item.delivery
+                    else {
+                        continue;
+                    };
+                    if *video_id != video {
+                        continue;
+                    }
+                    if item.fanout_seq > record.fanout_seq {
+                        record.total += *count;
+                        record.fanout_seq = item.fanout_seq;
+                    }
+                    *total = record.total;
+                }
+                if record == stored {
+                    break;
+                }
+                match self.totals.write(&video, record, revision).await? {
+                    Some(new_revision) => {
+                        cache.insert(video.clone(), (record, new_revision));
+                        break;
+                    }
+                    None => {
+                        // Another dispatcher owned this partition meanwhile: start from what it
+                        // stored.
+                        cache.remove(&video);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+type DecodeError = Box<dyn std::error::Error + Send + Sync>;
+
+fn decode(message: &jetstream::Message) -> Result<Delivery, DecodeError> {
+    let (origin, video) = names::parse_fanout_subject(message.subject.as_str())
+        .ok_or("subject is not a fan-out subject")?;
+    let origin_seq = origin_sequence(message).ok_or("no origin sequence in the source header")?;
+    let interaction: Interaction = serde_json::from_slice(&message.payload)?;
+    if interaction.video_id() != &video {
+        return Err("payload names another video than the subject".into());
+    }
+    let payload = match interaction {
+        Interaction::Likes(likes) => DeliveryPayload::Likes {
+            count: likes.count,
+            total: 0,
+        },
+        Interaction::Comment(comment) => DeliveryPayload::Comment(comment),
+    };
+    Ok(Delivery {
+        video_id: video,
+        origin_dc: origin.to_owned(),
+        origin_seq,
+        payload,
+    })
+}
+
+/// The sequence of a sourced message in its origin stream, from the `Nats-Stream-Source` header
+/// the server adds when sourcing (`<stream> <sequence> <filter> <transform>`).
+fn origin_sequence(message: &jetstream::Message) -> Option<u64> {
+    let headers = message.headers.as_ref()?;
+    let source = headers.get("Nats-Stream-Source")?;
+    source.as_str().split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,58 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fanfare_fabric::NatsSettings;
+use serde::{Deserialize, Serialize};
+
+/// A dispatcher's whole configuration (`fanfare dispatcher --config FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Node name, unique in the topology.
+    pub name: String,
+    /// Datacenter this dispatcher serves.
+    pub dc: String,
+    /// Health, metrics and debug listener.
+    pub admin: SocketAddr,
+    pub nats: NatsSettings,
+    /// Dispatch partitions of the datacenter (must match the provisioned consumers).
+    pub partitions: u16,
+    /// Most interactions one dispatch round takes from a partition.
+    pub max_round: usize,
+    /// Expiry of each pull request; well below the consumers' pin timeout so the pin is kept.
+    #[serde(with = "humantime_serde")]
+    pub pull_expiry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            name: "dispatcher".to_owned(),
+            dc: "dc1".to_owned(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            nats: NatsSettings::default(),
+            partitions: 8,
+            max_round: 256,
+            pull_expiry: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.partitions == 0 || self.partitions > 64 {
+            return Err("partitions: must be between 1 and 64".to_owned());
+        }
+        if self.max_round == 0 {
+            return Err("max_round: must be at least 1".to_owned());
+        }
+        if self.pull_expiry < Duration::from_millis(100) {
+            return Err("pull_expiry: must be at least 100ms".to_owned());
+        }
+        if self.nats.urls.is_empty() {
+            return Err("nats.urls: at least one url is required".to_owned());
+        }
+        Ok(())
+    }
+}

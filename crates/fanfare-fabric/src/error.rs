@@ -1,0 +1,60 @@
+use std::fmt;
+
+/// What went wrong talking to NATS, by kind, with the underlying error as source.
+#[derive(Debug)]
+pub struct FabricError {
+    kind: FabricErrorKind,
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FabricErrorKind {
+    /// No connection to any server of the datacenter could be made.
+    Connect,
+    /// Creating or updating a stream, consumer or bucket failed.
+    Provision,
+    /// A publish was not acknowledged by the stream.
+    Publish,
+    /// Reading or writing a key-value bucket failed.
+    KeyValue,
+    /// Consuming a stream failed.
+    Consume,
+    /// A message could not be decoded.
+    Decode,
+}
+
+impl FabricError {
+    pub fn new(
+        kind: FabricErrorKind,
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn kind(&self) -> FabricErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for FabricError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for FabricError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,39 @@
+use async_nats::jetstream;
+use fanfare_model::{names, Interaction};
+
+use crate::{FabricError, FabricErrorKind};
+
+/// Where the origin stream stored an interaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAt {
+    pub seq: u64,
+    /// True when the stream had already stored a message with this id (a retried publish).
+    pub duplicate: bool,
+}
+
+/// Stores `interaction` in the origin stream of `dc` and waits for the acknowledgement, so the
+/// caller may tell its publisher the interaction is durable. `message_id` de-duplicates retries
+/// within the stream's duplicate window.
+pub async fn publish_interaction(
+    js: &jetstream::Context,
+    dc: &str,
+    interaction: &Interaction,
+    message_id: &str,
+) -> Result<StoredAt, FabricError> {
+    let subject = names::origin_subject(dc, interaction.video_id());
+    let payload = serde_json::to_vec(interaction)
+        .map_err(|error| FabricError::new(FabricErrorKind::Decode, "encoding interaction", error))?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    let ack_future = js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .map_err(|error| FabricError::new(FabricErrorKind::Publish, "publishing interaction", error))?;
+    let ack = ack_future.await.map_err(|error| {
+        FabricError::new(FabricErrorKind::Publish, "waiting for the stream's ack", error)
+    })?;
+    Ok(StoredAt {
+        seq: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}

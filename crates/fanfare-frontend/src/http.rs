@@ -1,0 +1,247 @@
+//! The frontend's HTTP API: viewer streams, publishing, health and metrics.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fanfare_fabric::publish_interaction;
+use fanfare_model::{
+    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, VideoId,
+    COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
+};
+use fanfare_telemetry::{PublishKind, PublishOutcome};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::ingest::{PendingLike, QueueError};
+use crate::problem::ApiError;
+use crate::viewer::ViewerStream;
+use crate::Shared;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/videos/{video_id}/events", get(open_stream))
+        .route("/v1/videos/{video_id}/likes", post(publish_like))
+        .route("/v1/videos/{video_id}/comments", post(publish_comment))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let connected =
+        shared.client.connection_state() == async_nats::connection::State::Connected;
+    if connected {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        fanfare_telemetry::render(&shared.registry),
+    )
+        .into_response()
+}
+
+/// `GET /v1/videos/{id}/events`: registers interest (first viewer of the video here), then
+/// streams the video's events until the viewer leaves or the frontend shuts down.
+async fn open_stream(
+    State(shared): State<Arc<Shared>>,
+    Path(video_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let video = VideoId::parse(&video_id)?;
+    if !accepts_event_stream(&headers) {
+        return Err(ApiError::NotAcceptable);
+    }
+    let stream = ViewerStream::open(shared.clone(), video).await;
+    let mut preamble = Vec::with_capacity(64);
+    sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
+    let body = Body::from_stream(stream.into_body(Bytes::from(preamble)));
+    let mut response = Response::new(body);
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return true;
+    };
+    let Ok(accept) = accept.to_str() else {
+        return false;
+    };
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        matches!(media, "text/event-stream" | "text/*" | "*/*")
+    })
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    video_id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment_id: Option<String>,
+    origin_dc: String,
+}
+
+/// Reads a JSON body after checking its type and size; nothing is published on any error.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            let media = value.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge { limit })?;
+    serde_json::from_slice(&bytes).map_err(|error| ApiError::InvalidBody(error.to_string()))
+}
+
+fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.is_empty() || user_id.len() > USER_ID_MAX_LEN {
+        return Err(ApiError::InvalidBody(format!(
+            "user_id must be 1 to {USER_ID_MAX_LEN} bytes"
+        )));
+    }
+    if user_id.chars().any(char::is_control) {
+        return Err(ApiError::InvalidBody(
+            "user_id must not contain control characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/videos/{id}/likes`: 202 once the like is stored in this datacenter.
+async fn publish_like(
+    State(shared): State<Arc<Shared>>,
+    Path(video_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let outcome = async {
+        let video = VideoId::parse(&video_id)?;
+        let request: LikeRequest = read_json(&headers, body, shared.settings.max_body_bytes).await?;
+        check_user_id(&request.user_id)?;
+        let (reply, stored) = oneshot::channel();
+        let pending = PendingLike {
+            video: video.clone(),
+            reply,
+        };
+        shared.likes.try_enqueue(pending).map_err(|error| match error {
+            QueueError::Full => ApiError::Overloaded,
+            QueueError::Closed => ApiError::Unavailable,
+        })?;
+        match stored.await {
+            Ok(Ok(_seq)) => Ok(video),
+            Ok(Err(error)) => {
+                shared.metrics.publish_failed(&*error);
+                Err(ApiError::Unavailable)
+            }
+            Err(_) => Err(ApiError::Unavailable),
+        }
+    }
+    .await;
+    respond(&shared, PublishKind::Like, started, outcome.map(|video| (video, None)))
+}
+
+/// `POST /v1/videos/{id}/comments`: 202 once the comment is stored in this datacenter.
+async fn publish_comment(
+    State(shared): State<Arc<Shared>>,
+    Path(video_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let outcome = async {
+        let video = VideoId::parse(&video_id)?;
+        let request: CommentRequest =
+            read_json(&headers, body, shared.settings.max_body_bytes).await?;
+        check_user_id(&request.user_id)?;
+        if request.text.is_empty() || request.text.chars().count() > COMMENT_TEXT_MAX_CHARS {
+            return Err(ApiError::InvalidBody(format!(
+                "text must be 1 to {COMMENT_TEXT_MAX_CHARS} characters"
+            )));
+        }
+        let comment_id = nuid::next().to_string();
+        let comment = Comment {
+            video_id: video.clone(),
+            comment_id: comment_id.clone(),
+            user_id: request.user_id,
+            text: request.text,
+            origin_dc: shared.settings.dc.clone(),
+            published_at: unix_millis(),
+        };
+        let interaction = Interaction::Comment(comment);
+        publish_interaction(&shared.js, &shared.settings.dc, &interaction, &comment_id)
+            .await
+            .map_err(|error| {
+                shared.metrics.publish_failed(&error);
+                ApiError::Unavailable
+            })?;
+        Ok((video, Some(comment_id)))
+    }
+    .await;
+    respond(&shared, PublishKind::Comment, started, outcome)
+}
+
+fn respond(
+    shared: &Shared,
+    kind: PublishKind,
+    started: Instant,
+    outcome: Result<(VideoId, Option<String>), ApiError>,
+) -> Result<Response, ApiError> {
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok((video, comment_id)) => {
+            shared.metrics.published(kind, PublishOutcome::Accepted, seconds);
+            let accepted = Accepted {
+                video_id: video.to_string(),
+                status: "accepted",
+                comment_id,
+                origin_dc: shared.settings.dc.clone(),
+            };
+            Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+        }
+        Err(error) => {
+            let outcome = match error {
+                ApiError::Unavailable | ApiError::Overloaded => PublishOutcome::Unavailable,
+                _ => PublishOutcome::Rejected,
+            };
+            shared.metrics.published(kind, outcome, seconds);
+            Err(error)
+        }
+    }
+}

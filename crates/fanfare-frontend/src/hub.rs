@@ -1,0 +1,239 @@
+//! Video → viewers of this frontend, and the de-duplication and ordering of what dispatchers
+//! send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use fanfare_model::{sse, Delivery, DeliveryPayload, LikesEvent, Position, VideoId};
+use tokio::sync::broadcast;
+
+/// What a video's viewers are sent, encoded once for all of them.
+#[derive(Debug, Clone)]
+pub(crate) enum Frame {
+    /// `count` more likes, the video now at `total`; a viewer's stream sums consecutive ones.
+    Likes { count: u64, total: u64 },
+    /// A whole SSE event, ready to write.
+    Encoded(Bytes),
+}
+
+struct VideoState {
+    viewers: usize,
+    /// Sent by [`Hub::deliver`], received by each viewer's stream; capacity is the
+    /// `viewer_buffer` setting. A viewer that falls that far behind is cut off.
+    frames: broadcast::Sender<Arc<Frame>>,
+    /// What this frontend has delivered to the video's viewers, per origin.
+    position: Position,
+    total: u64,
+}
+
+/// Counts of one [`Hub::deliver`] call, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeliverOutcome {
+    pub delivered: usize,
+    pub unwatched: usize,
+    pub duplicates: usize,
+}
+
+pub(crate) struct Hub {
+    videos: Mutex<HashMap<VideoId, VideoState>>,
+    viewer_buffer: usize,
+}
+
+impl Hub {
+    pub(crate) fn new(viewer_buffer: usize) -> Self {
+        Self {
+            videos: Mutex::default(),
+            viewer_buffer,
+        }
+    }
+
+    /// Adds a viewer of `video`; true when it is the video's first one here.
+    pub(crate) fn join(&self, video: &VideoId) -> (broadcast::Receiver<Arc<Frame>>, bool) {
+        let mut videos = self.lock();
+        match videos.get_mut(video) {
+            Some(state) => {
+                state.viewers += 1;
+                (state.frames.subscribe(), false)
+            }
+            None => {
+                let (frames, receiver) = broadcast::channel(self.viewer_buffer);
+                videos.insert(
+                    video.clone(),
+                    VideoState {
+                        viewers: 1,
+                        frames,
+                        position: Position::new(),
+                        total: 0,
+                    },
+                );
+                (receiver, true)
+            }
+        }
+    }
+
+    /// Removes a viewer of `video`; true when it was the video's last one here.
+    pub(crate) fn leave(&self, video: &VideoId) -> bool {
+        let mut videos = self.lock();
+        let Some(state) = videos.get_mut(video) else {
+            return false;
+        };
+        state.viewers = state.viewers.saturating_sub(1);
+        if state.viewers > 0 {
+            return false;
+        }
+        videos.remove(video);
+        true
+    }
+
+    pub(crate) fn is_watched(&self, video: &VideoId) -> bool {
+        self.lock().contains_key(video)
+    }
+
+    pub(crate) fn watched_videos(&self) -> Vec<VideoId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Hands each new delivery to the viewers of its video, dropping what was already delivered
+    /// (a dispatcher's redelivery, or a second dispatcher during a hand-over).
+    pub(crate) fn deliver(&self, deliveries: Vec<Delivery>) -> DeliverOutcome {
+        let mut outcome = DeliverOutcome::default();
+        let mut videos = self.lock();
+        for delivery in deliveries {
+            let Some(state) = videos.get_mut(&delivery.video_id) else {
+                outcome.unwatched += 1;
+                continue;
+            };
+            if !state.position.advance(&delivery.origin_dc, delivery.origin_seq) {
+                outcome.duplicates += 1;
+                continue;
+            }
+            let frame = match delivery.payload {
+                DeliveryPayload::Likes { count, total } => {
+                    state.total = state.total.max(total);
+                    Frame::Likes {
+                        count,
+                        total: state.total,
+                    }
+                }
+                DeliveryPayload::Comment(comment) => {
+                    let mut out = Vec::with_capacity(256);
+                    let data = serde_json::to_string(&comment).unwrap_or_default();
+                    let id = state.position.to_string();
+                    sse::write_event(&mut out, "comment", Some(&id), &data);
+                    Frame::Encoded(Bytes::from(out))
+                }
+            };
+            // An error only means no viewer is subscribed right now.
+            let _ = state.frames.send(Arc::new(frame));
+            outcome.delivered += 1;
+        }
+        outcome
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VideoId, VideoState>> {
+        self.videos.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Renders a run of likes frames as one `likes` event.
+pub(crate) fn encode_likes(out: &mut Vec<u8>, video: &VideoId, count: u64, total: u64) {
+    let event = LikesEvent {
+        video_id: video.clone(),
+        count,
+        total,
+    };
+    let data = serde_json::to_string(&event).unwrap_or_default();
+    sse::write_event(out, "likes", None, &data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfare_model::Comment;
+
+    fn like(video: &VideoId, origin: &str, seq: u64, count: u64, total: u64) -> Delivery {
+        Delivery {
+            video_id: video.clone(),
+            origin_dc: origin.into(),
+            origin_seq: seq,
+            payload: DeliveryPayload::Likes { count, total },
+        }
+    }
+
+    #[test]
+    fn redelivered_interactions_reach_viewers_once() {
+        let hub = Hub::new(16);
+        let video = VideoId::parse("v").unwrap();
+        let (mut viewer, first) = hub.join(&video);
+        assert!(first);
+        let outcome = hub.deliver(vec![
+            like(&video, "dc1", 1, 1, 1),
+            like(&video, "dc1", 2, 1, 2),
+            like(&video, "dc1", 2, 1, 2),
+            like(&video, "dc2", 1, 1, 3),
+            like(&video, "dc1", 1, 1, 1),
+        ]);
+        assert_eq!(outcome.delivered, 3);
+        assert_eq!(outcome.duplicates, 2);
+        let mut counted = 0;
+        while let Ok(frame) = viewer.try_recv() {
+            if let Frame::Likes { count, .. } = *frame {
+                counted += count;
+            }
+        }
+        assert_eq!(counted, 3);
+    }
+
+    #[test]
+    fn deliveries_for_unwatched_videos_are_counted_not_kept() {
+        let hub = Hub::new(16);
+        let video = VideoId::parse("v").unwrap();
+        let outcome = hub.deliver(vec![like(&video, "dc1", 1, 1, 1)]);
+        assert_eq!(outcome.unwatched, 1);
+        assert!(!hub.is_watched(&video));
+    }
+
+    #[test]
+    fn last_viewer_leaving_forgets_the_video() {
+        let hub = Hub::new(16);
+        let video = VideoId::parse("v").unwrap();
+        let (_a, first) = hub.join(&video);
+        let (_b, second_first) = hub.join(&video);
+        assert!(first && !second_first);
+        assert!(!hub.leave(&video));
+        assert!(hub.leave(&video));
+        assert!(!hub.is_watched(&video));
+    }
+
+    #[test]
+    fn comment_ids_are_the_position_after_the_comment() {
+        let hub = Hub::new(16);
+        let video = VideoId::parse("v").unwrap();
+        let (mut viewer, _) = hub.join(&video);
+        let comment = Comment {
+            video_id: video.clone(),
+            comment_id: "c1".into(),
+            user_id: "u".into(),
+            text: "hi\nevent: likes".into(),
+            origin_dc: "dc2".into(),
+            published_at: 0,
+        };
+        hub.deliver(vec![
+            like(&video, "dc1", 4, 1, 1),
+            Delivery {
+                video_id: video.clone(),
+                origin_dc: "dc2".into(),
+                origin_seq: 9,
+                payload: DeliveryPayload::Comment(comment),
+            },
+        ]);
+        let _likes = viewer.try_recv().unwrap();
+        let Frame::Encoded(bytes) = &*viewer.try_recv().unwrap() else {
+            panic!("expected an encoded comment")
+        };
+        let text = std::str::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("event: comment\nid: dc1:4,dc2:9\n"), "{text}");
+        assert_eq!(text.matches("\n\n").count(), 1);
+    }
+}

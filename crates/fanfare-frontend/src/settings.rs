@@ -1,0 +1,80 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fanfare_fabric::NatsSettings;
+use serde::{Deserialize, Serialize};
+
+/// A frontend's whole configuration (`fanfare frontend --config FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Node name, unique in the topology; dispatchers address this frontend by it.
+    pub name: String,
+    /// Datacenter of this frontend.
+    pub dc: String,
+    /// Address viewers and publishers connect to.
+    pub listen: SocketAddr,
+    pub nats: NatsSettings,
+    /// Lifetime of this frontend's subscription-table entries; they are refreshed every third of
+    /// it, so they vanish within this time after the frontend dies.
+    #[serde(with = "humantime_serde")]
+    pub interest_ttl: Duration,
+    /// Interval of keep-alive comments on idle viewer streams.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// `retry:` hint sent to viewers: how long a browser waits before reconnecting.
+    #[serde(with = "humantime_serde")]
+    pub retry_hint: Duration,
+    /// Events a video may have queued for its slowest viewer before that viewer is cut off
+    /// (it resumes from its last event id).
+    pub viewer_buffer: usize,
+    /// Largest accepted publish body, in bytes.
+    pub max_body_bytes: usize,
+    /// Like requests waiting to be stored; beyond it publishers get 503.
+    pub like_queue: usize,
+    /// Group commits of likes in flight to the origin stream at once.
+    pub like_commits_in_flight: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            name: "frontend".to_owned(),
+            dc: "dc1".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            nats: NatsSettings::default(),
+            interest_ttl: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+            retry_hint: Duration::from_secs(2),
+            viewer_buffer: 1024,
+            max_body_bytes: 16 * 1024,
+            like_queue: 16_384,
+            like_commits_in_flight: 256,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interest_ttl < Duration::from_secs(1) {
+            return Err("interest_ttl: must be at least 1s".to_owned());
+        }
+        if self.keepalive < Duration::from_millis(100) {
+            return Err("keepalive: must be at least 100ms".to_owned());
+        }
+        if self.viewer_buffer == 0 {
+            return Err("viewer_buffer: must be at least 1".to_owned());
+        }
+        if self.max_body_bytes < 64 {
+            return Err("max_body_bytes: must be at least 64".to_owned());
+        }
+        if self.like_queue == 0 || self.like_commits_in_flight == 0 {
+            return Err("like_queue and like_commits_in_flight: must be at least 1".to_owned());
+        }
+        if self.nats.urls.is_empty() {
+            return Err("nats.urls: at least one url is required".to_owned());
+        }
+        Ok(())
+    }
+}

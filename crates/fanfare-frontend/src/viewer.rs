@@ -1,0 +1,162 @@
+//! One viewer's SSE stream.
+//!
+//! Each write takes everything the viewer has queued: consecutive likes become one `likes`
+//! event (counts summed, latest total), comments go out as encoded once by the hub. Nothing
+//! waits on a timer when there is something to send.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanfare_model::{sse, VideoId};
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::time::{Instant, Interval};
+
+use crate::hub::{encode_likes, Frame};
+use crate::Shared;
+
+/// Removes the viewer from the hub when its stream is dropped (the viewer left, or the
+/// frontend is shutting down), and withdraws interest after the video's last viewer.
+struct ViewerGuard {
+    shared: Arc<Shared>,
+    video: VideoId,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        let last = self.shared.hub.leave(&self.video);
+        self.shared.metrics.viewer_left(last);
+        if last {
+            self.shared.interest.withdraw(self.video.clone());
+        }
+    }
+}
+
+pub(crate) struct ViewerStream {
+    guard: ViewerGuard,
+    /// Frames of this viewer's video, sent by the hub; lagging past its capacity ends the
+    /// stream.
+    frames: broadcast::Receiver<Arc<Frame>>,
+}
+
+/// Most frames folded into one write, so one busy viewer cannot hold a runtime thread long.
+const MAX_FRAMES_PER_WRITE: usize = 512;
+
+impl ViewerStream {
+    pub(crate) async fn open(shared: Arc<Shared>, video: VideoId) -> Self {
+        let (frames, first) = shared.hub.join(&video);
+        shared.metrics.viewer_joined(first);
+        let guard = ViewerGuard {
+            shared: shared.clone(),
+            video: video.clone(),
+        };
+        if first {
+            shared.interest.register(video).await;
+        }
+        Self { guard, frames }
+    }
+
+    pub(crate) fn into_body(
+        self,
+        preamble: Bytes,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        let keepalive_every = self.guard.shared.settings.keepalive;
+        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let state = State {
+            viewer: self,
+            keepalive,
+            preamble: Some(preamble),
+            finished: false,
+        };
+        futures::stream::unfold(state, |mut state| async move {
+            let chunk = state.next_chunk().await?;
+            Some((Ok(chunk), state))
+        })
+    }
+}
+
+struct State {
+    viewer: ViewerStream,
+    keepalive: Interval,
+    preamble: Option<Bytes>,
+    finished: bool,
+}
+
+impl State {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(preamble) = self.preamble.take() {
+            return Some(preamble);
+        }
+        if self.finished {
+            return None;
+        }
+        let shutdown = self.viewer.guard.shared.shutdown.clone();
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = self.keepalive.tick() => {
+                let mut out = Vec::with_capacity(16);
+                sse::write_comment(&mut out, "keep-alive");
+                return Some(Bytes::from(out));
+            }
+            received = self.viewer.frames.recv() => received,
+        };
+        let mut out = Vec::with_capacity(512);
+        let mut events = 0;
+        let mut likes: Option<(u64, u64)> = None;
+        let mut next = match first {
+            Ok(frame) => Some(frame),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => return Some(self.cut_off(skipped)),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        let mut taken = 0;
+        while let Some(frame) = next.take() {
+            taken += 1;
+            match &*frame {
+                Frame::Likes { count, total } => {
+                    let run = likes.get_or_insert((0, 0));
+                    run.0 += count;
+                    run.1 = *total;
+                }
+                Frame::Encoded(bytes) => {
+                    if let Some((count, total)) = likes.take() {
+                        encode_likes(&mut out, &self.viewer.guard.video, count, total);
+                        events += 1;
+                    }
+                    out.extend_from_slice(bytes);
+                    events += 1;
+                }
+            }
+            if taken >= MAX_FRAMES_PER_WRITE {
+                break;
+            }
+            match self.viewer.frames.try_recv() {
+                Ok(frame) => next = Some(frame),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => {}
+                Err(TryRecvError::Lagged(skipped)) => {
+                    // Send what was taken, then end the stream.
+                    let notice = self.cut_off(skipped);
+                    out.extend_from_slice(&notice);
+                }
+            }
+        }
+        if let Some((count, total)) = likes.take() {
+            encode_likes(&mut out, &self.viewer.guard.video, count, total);
+            events += 1;
+        }
+        self.viewer.guard.shared.metrics.events_sent(events);
+        self.keepalive.reset();
+        Some(Bytes::from(out))
+    }
+
+    /// Ends a stream that fell more than the buffer behind; the viewer reconnects (the `retry:`
+    /// hint) and resumes.
+    fn cut_off(&mut self, skipped: u64) -> Bytes {
+        self.finished = true;
+        self.viewer.guard.shared.metrics.viewer_lagged(skipped);
+        let mut out = Vec::with_capacity(64);
+        sse::write_comment(&mut out, "too far behind, reconnect to resume");
+        Bytes::from(out)
+    }
+}

@@ -1,0 +1,127 @@
+//! Names of every NATS subject, stream, consumer and bucket fanfare uses.
+//!
+//! Datacenter and node names come from a validated topology (`[a-z0-9-]`), video ids from
+//! [`VideoId`], so none of these can contain a subject wildcard or separator they should not.
+
+use crate::VideoId;
+
+/// Per-datacenter stream that holds every interaction published in that datacenter, once.
+pub fn origin_stream(dc: &str) -> String {
+    format!("EVENTS_{dc}")
+}
+
+/// Subject an interaction on `video` published in `dc` is stored under.
+pub fn origin_subject(dc: &str, video: &VideoId) -> String {
+    format!("fanfare.events.{dc}.{video}")
+}
+
+/// Every subject of `dc`'s origin stream.
+pub fn origin_subjects(dc: &str) -> String {
+    format!("fanfare.events.{dc}.*")
+}
+
+/// Per-datacenter stream that sources every origin stream: that datacenter's copy of all
+/// interactions, whatever datacenter received them.
+pub fn fanout_stream(dc: &str) -> String {
+    format!("FANOUT_{dc}")
+}
+
+/// Destination of the subject transform applied while `dc`'s fan-out stream sources `origin`:
+/// it inserts the dispatch partition of the video (a hash of the video token), so that all
+/// interactions on one video, from every origin, land in one partition and keep their order.
+pub fn fanout_transform(dc: &str, origin: &str, partitions: u16) -> String {
+    format!("fanfare.fanout.{dc}.{{{{partition({partitions},1)}}}}.{origin}.{{{{wildcard(1)}}}}")
+}
+
+/// Filter of the consumer for one dispatch partition of `dc`'s fan-out stream.
+pub fn fanout_partition_filter(dc: &str, partition: u16) -> String {
+    format!("fanfare.fanout.{dc}.{partition}.>")
+}
+
+/// Durable consumer name of one dispatch partition.
+pub fn dispatch_consumer(partition: u16) -> String {
+    format!("dispatch-p{partition}")
+}
+
+/// Priority group every dispatcher of a datacenter pulls partitions with; the server pins each
+/// partition to one dispatcher at a time.
+pub const DISPATCH_GROUP: &str = "dispatch";
+
+/// Key-value bucket of `dc`'s subscription table: key `<video>.<frontend>` exists while that
+/// frontend has viewers of that video.
+pub fn subscription_bucket(dc: &str) -> String {
+    format!("SUBS_{dc}")
+}
+
+/// Key of one frontend's interest in one video.
+pub fn interest_key(video: &VideoId, frontend: &str) -> String {
+    format!("{video}.{frontend}")
+}
+
+/// Splits an interest key back into video and frontend; None for keys fanfare did not write.
+pub fn parse_interest_key(key: &str) -> Option<(VideoId, &str)> {
+    let (video, frontend) = key.split_once('.')?;
+    let video = VideoId::parse(video).ok()?;
+    if frontend.is_empty() || frontend.contains('.') {
+        return None;
+    }
+    Some((video, frontend))
+}
+
+/// Key-value bucket of `dc`'s like totals per video, written by the dispatcher that owns the
+/// video's partition.
+pub fn totals_bucket(dc: &str) -> String {
+    format!("TOTALS_{dc}")
+}
+
+/// Core NATS subject a frontend receives its dispatchers' batches on.
+pub fn frontend_inbox(dc: &str, frontend: &str) -> String {
+    format!("fanfare.{dc}.fe.{frontend}")
+}
+
+/// Splits a fan-out subject `fanfare.fanout.<dc>.<partition>.<origin>.<video>` into origin and
+/// video.
+pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {
+    let mut tokens = subject.split('.');
+    let (Some("fanfare"), Some("fanout"), Some(_dc), Some(_partition)) =
+        (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+    else {
+        return None;
+    };
+    let origin = tokens.next()?;
+    let video = VideoId::parse(tokens.next()?).ok()?;
+    if tokens.next().is_some() {
+        return None;
+    }
+    Some((origin, video))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_transform_uses_nats_mapping_functions() {
+        assert_eq!(
+            fanout_transform("dc2", "dc1", 8),
+            "fanfare.fanout.dc2.{{partition(8,1)}}.dc1.{{wildcard(1)}}"
+        );
+    }
+
+    #[test]
+    fn fanout_subject_parses_back() {
+        let (origin, video) = parse_fanout_subject("fanfare.fanout.dc2.3.dc1.talk-1").unwrap();
+        assert_eq!(origin, "dc1");
+        assert_eq!(video.as_str(), "talk-1");
+        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1").is_none());
+        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.a.b").is_none());
+    }
+
+    #[test]
+    fn interest_key_round_trips() {
+        let video = VideoId::parse("v1").unwrap();
+        let key = interest_key(&video, "dc1-fe1");
+        assert_eq!(parse_interest_key(&key), Some((video, "dc1-fe1")));
+        assert_eq!(parse_interest_key("nodot"), None);
+    }
+}

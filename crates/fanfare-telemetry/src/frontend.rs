@@ -1,0 +1,166 @@
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PublishKind {
+    Like,
+    Comment,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PublishOutcome {
+    Accepted,
+    Rejected,
+    Unavailable,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishLabels {
+    kind: PublishKind,
+    outcome: PublishOutcome,
+}
+
+/// Every metric of a frontend.
+#[derive(Clone)]
+pub struct FrontendMetrics {
+    viewers: Gauge,
+    videos: Gauge,
+    connections: Counter,
+    batches_received: Counter,
+    deliveries_received: Counter,
+    deliveries_unwatched: Counter,
+    duplicates_dropped: Counter,
+    events_sent: Counter,
+    viewers_lagged: Counter,
+    interest_errors: Counter,
+    publish: Family<PublishLabels, Counter>,
+    publish_seconds: Histogram,
+    likes_per_commit: Histogram,
+}
+
+impl FrontendMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            viewers: Gauge::default(),
+            videos: Gauge::default(),
+            connections: Counter::default(),
+            batches_received: Counter::default(),
+            deliveries_received: Counter::default(),
+            deliveries_unwatched: Counter::default(),
+            duplicates_dropped: Counter::default(),
+            events_sent: Counter::default(),
+            viewers_lagged: Counter::default(),
+            interest_errors: Counter::default(),
+            publish: Family::default(),
+            publish_seconds: Histogram::new(
+                [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0].into_iter(),
+            ),
+            likes_per_commit: Histogram::new(
+                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0].into_iter(),
+            ),
+        };
+        let prefix = registry.sub_registry_with_prefix("fanfare_frontend");
+        prefix.register("viewers", "Open viewer streams", metrics.viewers.clone());
+        prefix.register("videos", "Videos with at least one local viewer", metrics.videos.clone());
+        prefix.register("connections", "Viewer streams opened", metrics.connections.clone());
+        prefix.register("batches_received", "Batches received from dispatchers", metrics.batches_received.clone());
+        prefix.register(
+            "deliveries_received",
+            "Interactions received from dispatchers",
+            metrics.deliveries_received.clone(),
+        );
+        prefix.register(
+            "deliveries_unwatched",
+            "Interactions received for a video without local viewers",
+            metrics.deliveries_unwatched.clone(),
+        );
+        prefix.register(
+            "duplicates_dropped",
+            "Interactions dropped because they were already delivered",
+            metrics.duplicates_dropped.clone(),
+        );
+        prefix.register("events_sent", "SSE events written to viewers", metrics.events_sent.clone());
+        prefix.register(
+            "viewers_lagged",
+            "Viewer streams closed because they fell too far behind",
+            metrics.viewers_lagged.clone(),
+        );
+        prefix.register(
+            "interest_errors",
+            "Failed writes to the subscription table",
+            metrics.interest_errors.clone(),
+        );
+        prefix.register("publish", "Publish requests by kind and outcome", metrics.publish.clone());
+        prefix.register(
+            "publish_seconds",
+            "Time from request to the origin stream's acknowledgement",
+            metrics.publish_seconds.clone(),
+        );
+        prefix.register(
+            "likes_per_commit",
+            "Likes stored per origin stream message (group commit)",
+            metrics.likes_per_commit.clone(),
+        );
+        metrics
+    }
+
+    pub fn viewer_joined(&self, first_of_video: bool) {
+        self.connections.inc();
+        self.viewers.inc();
+        if first_of_video {
+            self.videos.inc();
+        }
+    }
+
+    pub fn viewer_left(&self, last_of_video: bool) {
+        self.viewers.dec();
+        if last_of_video {
+            self.videos.dec();
+        }
+    }
+
+    pub fn batch_received(&self, deliveries: usize, unwatched: usize, duplicates: usize) {
+        self.batches_received.inc();
+        self.deliveries_received.inc_by(deliveries as u64);
+        self.deliveries_unwatched.inc_by(unwatched as u64);
+        self.duplicates_dropped.inc_by(duplicates as u64);
+    }
+
+    pub fn batch_undecodable(&self, error: &dyn std::error::Error) {
+        tracing::error!(%error, "dropping a dispatcher batch that does not decode");
+    }
+
+    /// Events written to one viewer in one write; counted once per write, not per event.
+    pub fn events_sent(&self, events: usize) {
+        self.events_sent.inc_by(events as u64);
+    }
+
+    pub fn viewer_lagged(&self, skipped: u64) {
+        self.viewers_lagged.inc();
+        tracing::warn!(skipped, "viewer fell behind, closing its stream so it resumes");
+    }
+
+    pub fn interest_failed(&self, error: &dyn std::error::Error) {
+        self.interest_errors.inc();
+        tracing::warn!(%error, "cannot write the subscription table");
+    }
+
+    pub fn published(&self, kind: PublishKind, outcome: PublishOutcome, seconds: f64) {
+        if outcome == PublishOutcome::Accepted {
+            self.publish_seconds.observe(seconds);
+        }
+        self.publish.get_or_create(&PublishLabels { kind, outcome }).inc();
+    }
+
+    pub fn likes_committed(&self, likes_in_message: u64) {
+        self.likes_per_commit.observe(likes_in_message as f64);
+    }
+
+    pub fn publish_failed(&self, error: &dyn std::error::Error) {
+        tracing::warn!(%error, "cannot store an interaction");
+    }
+}

@@ -1,0 +1,381 @@
+//! nats-server (2.15) configuration rendering: one file per server, forming
+//! one cluster per datacenter (JetStream enabled, tagged `dc:<name>`) joined
+//! into a supercluster by gateways.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::net::{self, connect_host, host_port, nats_quote};
+use crate::{Datacenter, NatsServer, Topology, TopologyError};
+
+/// One written nats-server config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedNatsConfig {
+    /// Server name (also the file stem).
+    pub server: String,
+    pub dc: String,
+    pub path: PathBuf,
+}
+
+pub(crate) fn render_all(
+    t: &Topology,
+    out_dir: &Path,
+    store_root: &Path,
+) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| TopologyError::Render {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let store_root = std::path::absolute(store_root).map_err(|source| TopologyError::Render {
+        path: store_root.to_path_buf(),
+        source,
+    })?;
+    let gateways = gateways_list(t);
+    let mut rendered = Vec::new();
+    for dc in &t.datacenters {
+        for server in &dc.nats {
+            let path = out_dir.join(format!("{}.conf", server.name));
+            let store_dir = store_root.join(&server.name);
+            let store_dir = store_dir.to_str().ok_or_else(|| TopologyError::Render {
+                path: path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("store dir {} is not valid utf-8", store_dir.display()),
+                ),
+            })?;
+            let text = server_config(t, dc, server, store_dir, &gateways);
+            std::fs::write(&path, text).map_err(|source| TopologyError::Render {
+                path: path.clone(),
+                source,
+            })?;
+            rendered.push(RenderedNatsConfig {
+                server: server.name.clone(),
+                dc: dc.name.clone(),
+                path,
+            });
+        }
+    }
+    Ok(rendered)
+}
+
+fn url_list(urls: impl Iterator<Item = String>) -> String {
+    let quoted: Vec<String> = urls.map(|u| nats_quote(&u)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The `gateways: [...]` entries, identical in every file and including each
+/// server's own datacenter.
+fn gateways_list(t: &Topology) -> String {
+    let mut out = String::new();
+    for dc in &t.datacenters {
+        let urls = dc.nats.iter().map(|n| {
+            format!(
+                "nats://{}",
+                host_port(&connect_host(&n.host), n.gateway_port)
+            )
+        });
+        let _ = writeln!(
+            out,
+            "    {{name: {}, urls: {}}}",
+            nats_quote(&dc.name),
+            url_list(urls)
+        );
+    }
+    out
+}
+
+/// The text of one server's config. Every string value is quoted: names such
+/// as `123` or `true` would otherwise be read as numbers or booleans.
+fn server_config(
+    t: &Topology,
+    dc: &Datacenter,
+    server: &NatsServer,
+    store_dir: &str,
+    gateways: &str,
+) -> String {
+    let source: String = t
+        .source
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let listen = |port| nats_quote(&host_port(&server.host, port));
+    let routes: Vec<String> = dc
+        .nats
+        .iter()
+        .filter(|n| n.name != server.name)
+        .map(|n| {
+            format!(
+                "nats-route://{}",
+                host_port(&connect_host(&n.host), n.cluster_port)
+            )
+        })
+        .collect();
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# nats-server config for {} (datacenter {}), rendered by fanfare-topology from {source}",
+        server.name, dc.name
+    );
+    let _ = writeln!(out, "server_name: {}", nats_quote(&server.name));
+    let _ = writeln!(out, "listen: {}", listen(server.client_port));
+    let _ = writeln!(out, "http: {}", listen(server.monitor_port));
+    let _ = writeln!(
+        out,
+        "ping_interval: {}",
+        nats_quote(&net::format_duration(t.settings.gateway_ping_interval))
+    );
+    let _ = writeln!(
+        out,
+        "server_tags: [{}]",
+        nats_quote(&format!("dc:{}", dc.name))
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "jetstream {{");
+    let _ = writeln!(out, "  store_dir: {}", nats_quote(store_dir));
+    let _ = writeln!(out, "  max_memory_store: 256MB");
+    let _ = writeln!(out, "  max_file_store: 2GB");
+    let _ = writeln!(out, "}}");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "# required for JetStream in a supercluster, even alone"
+    );
+    let _ = writeln!(out, "cluster {{");
+    let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
+    let _ = writeln!(out, "  listen: {}", listen(server.cluster_port));
+    if !routes.is_empty() {
+        let _ = writeln!(out, "  routes: {}", url_list(routes.into_iter()));
+    }
+    let _ = writeln!(out, "}}");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "gateway {{");
+    let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
+    let _ = writeln!(out, "  listen: {}", listen(server.gateway_port));
+    let _ = writeln!(out, "  gateways: [");
+    out.push_str(gateways);
+    let _ = writeln!(out, "  ]");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DcShape, Settings};
+    use std::process::Command;
+    use std::time::Duration;
+
+    fn shipped(name: &str) -> Topology {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../topology")
+            .join(name);
+        Topology::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn rendered_config_has_every_element_for_a_server() {
+        let t = shipped("local-3dc-ha.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let conf_dir = out.path().join("conf/nested");
+        let rendered = t
+            .render_nats_configs(&conf_dir, Path::new("/var/fanfare/js"))
+            .expect("render");
+        assert_eq!(rendered.len(), 9);
+        let r = &rendered[0];
+        assert_eq!(r.server, "dc1-nats1");
+        assert_eq!(r.dc, "dc1");
+        assert_eq!(r.path, conf_dir.join("dc1-nats1.conf"));
+        let text = read(&r.path);
+        for expected in [
+            "server_name: \"dc1-nats1\"\n",
+            "listen: \"127.0.0.1:4211\"\n",
+            "http: \"127.0.0.1:8211\"\n",
+            "ping_interval: \"2s\"\n",
+            "server_tags: [\"dc:dc1\"]\n",
+            "jetstream {\n  store_dir: \"/var/fanfare/js/dc1-nats1\"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}\n",
+            "cluster {\n  name: \"dc1\"\n  listen: \"127.0.0.1:6211\"\n  routes: [\"nats-route://127.0.0.1:6212\", \"nats-route://127.0.0.1:6213\"]\n}\n",
+            "gateway {\n  name: \"dc1\"\n  listen: \"127.0.0.1:7211\"\n  gateways: [\n",
+            "    {name: \"dc1\", urls: [\"nats://127.0.0.1:7211\", \"nats://127.0.0.1:7212\", \"nats://127.0.0.1:7213\"]}\n",
+            "    {name: \"dc2\", urls: [\"nats://127.0.0.1:7221\", \"nats://127.0.0.1:7222\", \"nats://127.0.0.1:7223\"]}\n",
+            "    {name: \"dc3\", urls: [\"nats://127.0.0.1:7231\", \"nats://127.0.0.1:7232\", \"nats://127.0.0.1:7233\"]}\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        // routes name only the other servers of the same datacenter
+        assert!(!text.contains("nats-route://127.0.0.1:6211"), "{text}");
+        assert!(!text.contains("nats-route://127.0.0.1:622"), "{text}");
+    }
+
+    #[test]
+    fn gateways_list_is_identical_in_every_file() {
+        let t = shipped("local-3dc.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let rendered = t
+            .render_nats_configs(out.path(), out.path())
+            .expect("render");
+        let gateway_blocks: Vec<String> = rendered
+            .iter()
+            .map(|r| {
+                let text = read(&r.path);
+                let start = text.find("  gateways: [").expect("gateways");
+                text[start..].to_owned()
+            })
+            .collect();
+        assert_eq!(gateway_blocks.len(), 3);
+        assert!(gateway_blocks.iter().all(|g| g == &gateway_blocks[0]));
+        for dc in ["dc1", "dc2", "dc3"] {
+            assert!(gateway_blocks[0].contains(&format!("{{name: \"{dc}\"")));
+        }
+    }
+
+    #[test]
+    fn single_server_cluster_keeps_cluster_block_without_routes() {
+        let t = shipped("local-3dc.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let rendered = t
+            .render_nats_configs(out.path(), Path::new("/js"))
+            .expect("render");
+        let text = read(&rendered[1].path);
+        assert!(
+            text.contains("cluster {\n  name: \"dc2\"\n  listen: \"127.0.0.1:6222\"\n}\n"),
+            "{text}"
+        );
+        assert!(!text.contains("routes"), "{text}");
+    }
+
+    #[test]
+    fn relative_store_root_is_made_absolute_and_odd_paths_are_quoted() {
+        let t = shipped("local-3dc.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let rendered = t
+            .render_nats_configs(out.path(), Path::new("rel dir/\"q\""))
+            .expect("render");
+        let text = read(&rendered[0].path);
+        let cwd = std::env::current_dir().expect("cwd");
+        let expected = nats_quote(&format!("{}/rel dir/\"q\"/dc1-nats1", cwd.display()));
+        assert!(
+            text.contains(&format!("store_dir: {expected}\n")),
+            "{expected} not in\n{text}"
+        );
+    }
+
+    #[test]
+    fn ping_interval_follows_settings() {
+        let settings = Settings {
+            gateway_ping_interval: Duration::from_millis(1500),
+            ..Settings::default()
+        };
+        let t = Topology::builder()
+            .dc(
+                "dc1",
+                DcShape {
+                    nats: 1,
+                    dispatchers: 1,
+                    frontends: 1,
+                },
+            )
+            .settings(settings)
+            .build_with_free_ports()
+            .expect("build");
+        let out = tempfile::tempdir().expect("tempdir");
+        let rendered = t
+            .render_nats_configs(out.path(), out.path())
+            .expect("render");
+        assert!(read(&rendered[0].path).contains("ping_interval: \"1500ms\"\n"));
+    }
+
+    #[test]
+    fn unwritable_out_dir_is_a_render_error() {
+        let t = shipped("local-3dc.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let file = out.path().join("a-file");
+        std::fs::write(&file, "x").expect("write");
+        match t.render_nats_configs(&file.join("sub"), out.path()) {
+            Err(TopologyError::Render { path, .. }) => assert_eq!(path, file.join("sub")),
+            other => panic!("expected render error, got {other:?}"),
+        }
+    }
+
+    /// `NATS_SERVER_BIN`, else `nats-server` on `PATH`.
+    fn nats_server_bin() -> Result<PathBuf, String> {
+        const HOW: &str = "install it with scripts/install-nats-server, then set \
+                           NATS_SERVER_BIN=/path/to/nats-server or put nats-server on PATH";
+        if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+            let bin = PathBuf::from(bin);
+            return if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!(
+                    "NATS_SERVER_BIN={} is not a file; {HOW}",
+                    bin.display()
+                ))
+            };
+        }
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("nats-server binary not found; {HOW}"))
+    }
+
+    #[test]
+    fn nats_server_accepts_every_rendered_config() {
+        let bin = nats_server_bin().unwrap_or_else(|why| panic!("{why}"));
+        let mut generated = Topology::builder()
+            .dc(
+                "dc1",
+                DcShape {
+                    nats: 3,
+                    dispatchers: 1,
+                    frontends: 1,
+                },
+            )
+            .dc(
+                "dc2",
+                DcShape {
+                    nats: 1,
+                    dispatchers: 1,
+                    frontends: 1,
+                },
+            )
+            .build_with_free_ports()
+            .expect("build");
+        generated.source = "generated".into();
+        for t in [
+            shipped("local-3dc.toml"),
+            shipped("local-3dc-ha.toml"),
+            generated,
+        ] {
+            let out = tempfile::tempdir().expect("tempdir");
+            let rendered = t
+                .render_nats_configs(&out.path().join("conf"), &out.path().join("js store"))
+                .expect("render");
+            assert!(!rendered.is_empty());
+            for r in rendered {
+                let output = Command::new(&bin)
+                    .arg("-c")
+                    .arg(&r.path)
+                    .arg("-t")
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+                assert!(
+                    output.status.success(),
+                    "{} -c {} -t failed ({}):\n{}{}\n--- config ---\n{}",
+                    bin.display(),
+                    r.path.display(),
+                    output.status,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr),
+                    read(&r.path)
+                );
+            }
+        }
+    }
+}
