@@ -29,8 +29,7 @@ pub(crate) fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let connected =
-        state.client.connection_state() == async_nats::connection::State::Connected;
+    let connected = state.client.connection_state() == async_nats::connection::State::Connected;
     if connected && state.table.is_synced() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -41,7 +40,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 async fn metrics(State(state): State<AdminState>) -> Response {
     state.metrics.table_size(state.table.snapshot().len());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         fanfare_telemetry::render(&state.registry),
     )
         .into_response()

@@ -86,7 +86,10 @@ pub async fn run(
     let admin_result = admin_server.await;
 
     partitions_token.cancel();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("partitions did not stop within {DRAIN_TIMEOUT:?}");
     }
     let _ = table_task.await;

@@ -15,6 +15,9 @@ use crate::Settings;
 
 /// Pause before retrying a partition whose consumer could not be opened or whose pull failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How long a stopping dispatcher tries to hand its pins over; past it, the pins expire on
+/// their own after the consumers' pin timeout.
+const UNPIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn open_fanout(
     js: &jetstream::Context,
@@ -22,7 +25,11 @@ pub(crate) async fn open_fanout(
 ) -> Result<jetstream::stream::Stream, FabricError> {
     let name = names::fanout_stream(dc);
     js.get_stream(&name).await.map_err(|error| {
-        FabricError::new(FabricErrorKind::Consume, format!("opening stream {name}"), error)
+        FabricError::new(
+            FabricErrorKind::Consume,
+            format!("opening stream {name}"),
+            error,
+        )
     })
 }
 
@@ -88,12 +95,17 @@ impl PartitionWorker {
         if owned {
             // Hand the pin over now rather than after the pin timeout: everything this
             // dispatcher received has been sent and acknowledged.
-            let released = self
+            let release = self
                 .fanout
-                .unpin_consumer(&consumer_name, names::DISPATCH_GROUP)
-                .await;
-            if let Err(error) = released {
-                tracing::debug!(partition = self.partition, %error, "could not release the pin");
+                .unpin_consumer(&consumer_name, names::DISPATCH_GROUP);
+            match tokio::time::timeout(UNPIN_TIMEOUT, release).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(partition = self.partition, %error, "could not release the pin")
+                }
+                Err(_) => {
+                    tracing::debug!(partition = self.partition, "releasing the pin timed out")
+                }
             }
             self.metrics.partition_lost(self.partition);
         }
@@ -105,7 +117,11 @@ impl PartitionWorker {
             .get_consumer(consumer_name)
             .await
             .map_err(|error| {
-                FabricError::new(FabricErrorKind::Consume, format!("opening consumer {consumer_name}"), error)
+                FabricError::new(
+                    FabricErrorKind::Consume,
+                    format!("opening consumer {consumer_name}"),
+                    error,
+                )
             })?;
         let expiry = self.settings.pull_expiry;
         consumer
@@ -117,7 +133,11 @@ impl PartitionWorker {
             .messages()
             .await
             .map_err(|error| {
-                FabricError::new(FabricErrorKind::Consume, format!("pulling {consumer_name}"), error)
+                FabricError::new(
+                    FabricErrorKind::Consume,
+                    format!("pulling {consumer_name}"),
+                    error,
+                )
             })
     }
 
@@ -166,7 +186,9 @@ impl PartitionWorker {
         let mut unwatched = 0;
         let mut deliveries = 0;
         for item in &routed {
-            let Some(delivery) = &item.delivery else { continue };
+            let Some(delivery) = &item.delivery else {
+                continue;
+            };
             let frontends = self.table.frontends_for(&delivery.video_id);
             if frontends.is_empty() {
                 unwatched += 1;
@@ -205,8 +227,13 @@ impl PartitionWorker {
                 tracing::debug!(%error, "ack failed; the message will be redelivered");
             }
         }
-        self.metrics
-            .round(message_count, redelivered, unwatched, deliveries, batch_count);
+        self.metrics.round(
+            message_count,
+            redelivered,
+            unwatched,
+            deliveries,
+            batch_count,
+        );
     }
 
     /// Adds this round's likes to the datacenter's totals (once per fan-out sequence, whoever

@@ -47,7 +47,11 @@ const PROVISION_RETRY_FOR: Duration = Duration::from_secs(30);
 
 pub async fn provision(client: &async_nats::Client, layout: &Layout) -> Result<(), FabricError> {
     let js = jetstream::new(client.clone());
-    let origins: Vec<&str> = layout.datacenters.iter().map(|(dc, _)| dc.as_str()).collect();
+    let origins: Vec<&str> = layout
+        .datacenters
+        .iter()
+        .map(|(dc, _)| dc.as_str())
+        .collect();
     for (dc, replicas) in &layout.datacenters {
         let config = origin_stream_config(dc, *replicas, layout);
         retry(&format!("creating stream {}", config.name), || {
@@ -64,7 +68,10 @@ pub async fn provision(client: &async_nats::Client, layout: &Layout) -> Result<(
         let fanout = names::fanout_stream(dc);
         for partition in 0..layout.partitions {
             let config = dispatch_consumer_config(dc, partition, &layout.dispatch);
-            let context = format!("creating consumer {fanout}/{}", names::dispatch_consumer(partition));
+            let context = format!(
+                "creating consumer {fanout}/{}",
+                names::dispatch_consumer(partition)
+            );
             retry(&context, || {
                 js.create_consumer_on_stream(config.clone(), fanout.as_str())
             })

@@ -21,16 +21,23 @@ pub async fn publish_interaction(
     message_id: &str,
 ) -> Result<StoredAt, FabricError> {
     let subject = names::origin_subject(dc, interaction.video_id());
-    let payload = serde_json::to_vec(interaction)
-        .map_err(|error| FabricError::new(FabricErrorKind::Decode, "encoding interaction", error))?;
+    let payload = serde_json::to_vec(interaction).map_err(|error| {
+        FabricError::new(FabricErrorKind::Decode, "encoding interaction", error)
+    })?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     let ack_future = js
         .publish_with_headers(subject, headers, payload.into())
         .await
-        .map_err(|error| FabricError::new(FabricErrorKind::Publish, "publishing interaction", error))?;
+        .map_err(|error| {
+            FabricError::new(FabricErrorKind::Publish, "publishing interaction", error)
+        })?;
     let ack = ack_future.await.map_err(|error| {
-        FabricError::new(FabricErrorKind::Publish, "waiting for the stream's ack", error)
+        FabricError::new(
+            FabricErrorKind::Publish,
+            "waiting for the stream's ack",
+            error,
+        )
     })?;
     Ok(StoredAt {
         seq: ack.sequence,

@@ -38,7 +38,11 @@ impl SubscriptionTable {
     ) -> Result<(Self, tokio::task::JoinHandle<()>), FabricError> {
         let bucket_name = names::subscription_bucket(dc);
         let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(FabricErrorKind::KeyValue, format!("opening bucket {bucket_name}"), error)
+            FabricError::new(
+                FabricErrorKind::KeyValue,
+                format!("opening bucket {bucket_name}"),
+                error,
+            )
         })?;
         let table = Self {
             videos: Arc::default(),
@@ -51,7 +55,10 @@ impl SubscriptionTable {
 
     /// Frontends of this datacenter that currently have viewers of `video`.
     pub fn frontends_for(&self, video: &VideoId) -> Vec<Arc<str>> {
-        let videos = self.videos.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let videos = self
+            .videos
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         videos.get(video).cloned().unwrap_or_default()
     }
 
@@ -61,7 +68,10 @@ impl SubscriptionTable {
     }
 
     pub fn snapshot(&self) -> TableSnapshot {
-        let videos = self.videos.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let videos = self
+            .videos
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         videos
             .iter()
             .map(|(video, frontends)| {
@@ -88,7 +98,13 @@ impl SubscriptionTable {
             // A new watch replays the whole bucket: rebuild from scratch.
             let mut fresh: HashMap<VideoId, HashSet<Arc<str>>> = HashMap::new();
             let mut replaying = true;
-            if bucket.status().await.map(|status| status.values()).unwrap_or(1) == 0 {
+            if bucket
+                .status()
+                .await
+                .map(|status| status.values())
+                .unwrap_or(1)
+                == 0
+            {
                 self.replace(&fresh);
                 replaying = false;
             }
@@ -124,8 +140,12 @@ impl SubscriptionTable {
                 (video.clone(), names)
             })
             .collect();
-        *self.videos.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt;
-        self.synced.store(true, std::sync::atomic::Ordering::Release);
+        *self
+            .videos
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = rebuilt;
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -164,7 +184,11 @@ impl InterestRegistry {
     ) -> Result<Self, FabricError> {
         let bucket_name = names::subscription_bucket(dc);
         let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(FabricErrorKind::KeyValue, format!("opening bucket {bucket_name}"), error)
+            FabricError::new(
+                FabricErrorKind::KeyValue,
+                format!("opening bucket {bucket_name}"),
+                error,
+            )
         })?;
         Ok(Self {
             bucket,
@@ -179,15 +203,16 @@ impl InterestRegistry {
             .put(&key, Bytes::from_static(b"1"))
             .await
             .map(|_| ())
-            .map_err(|error| FabricError::new(FabricErrorKind::KeyValue, format!("writing {key}"), error))
+            .map_err(|error| {
+                FabricError::new(FabricErrorKind::KeyValue, format!("writing {key}"), error)
+            })
     }
 
     pub async fn withdraw_interest(&self, video: &VideoId) -> Result<(), FabricError> {
         let key = names::interest_key(video, &self.frontend);
-        self.bucket
-            .delete(&key)
-            .await
-            .map_err(|error| FabricError::new(FabricErrorKind::KeyValue, format!("deleting {key}"), error))
+        self.bucket.delete(&key).await.map_err(|error| {
+            FabricError::new(FabricErrorKind::KeyValue, format!("deleting {key}"), error)
+        })
     }
 }
 
@@ -209,7 +234,11 @@ impl Totals {
     pub async fn open(js: &jetstream::Context, dc: &str) -> Result<Self, FabricError> {
         let bucket_name = names::totals_bucket(dc);
         let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(FabricErrorKind::KeyValue, format!("opening bucket {bucket_name}"), error)
+            FabricError::new(
+                FabricErrorKind::KeyValue,
+                format!("opening bucket {bucket_name}"),
+                error,
+            )
         })?;
         Ok(Self { bucket })
     }
@@ -217,13 +246,21 @@ impl Totals {
     /// The stored record and its revision (0 when the video has none yet).
     pub async fn read(&self, video: &VideoId) -> Result<(TotalRecord, u64), FabricError> {
         let entry = self.bucket.entry(video.as_str()).await.map_err(|error| {
-            FabricError::new(FabricErrorKind::KeyValue, format!("reading total of {video}"), error)
+            FabricError::new(
+                FabricErrorKind::KeyValue,
+                format!("reading total of {video}"),
+                error,
+            )
         })?;
         let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
             return Ok((TotalRecord::default(), 0));
         };
         let record = serde_json::from_slice(&entry.value).map_err(|error| {
-            FabricError::new(FabricErrorKind::Decode, format!("decoding total of {video}"), error)
+            FabricError::new(
+                FabricErrorKind::Decode,
+                format!("decoding total of {video}"),
+                error,
+            )
         })?;
         Ok((record, entry.revision))
     }
@@ -236,21 +273,39 @@ impl Totals {
         record: TotalRecord,
         revision: u64,
     ) -> Result<Option<u64>, FabricError> {
-        let value = Bytes::from(serde_json::to_vec(&record).map_err(|error| {
-            FabricError::new(FabricErrorKind::Decode, "encoding total", error)
-        })?);
+        let value =
+            Bytes::from(serde_json::to_vec(&record).map_err(|error| {
+                FabricError::new(FabricErrorKind::Decode, "encoding total", error)
+            })?);
         let outcome = if revision == 0 {
-            self.bucket.create(video.as_str(), value).await.map_err(|error| {
-                let conflict = error.kind() == kv::CreateErrorKind::AlreadyExists;
-                (conflict, FabricError::new(FabricErrorKind::KeyValue, format!("creating total of {video}"), error))
-            })
+            self.bucket
+                .create(video.as_str(), value)
+                .await
+                .map_err(|error| {
+                    let conflict = error.kind() == kv::CreateErrorKind::AlreadyExists;
+                    (
+                        conflict,
+                        FabricError::new(
+                            FabricErrorKind::KeyValue,
+                            format!("creating total of {video}"),
+                            error,
+                        ),
+                    )
+                })
         } else {
             self.bucket
                 .update(video.as_str(), value, revision)
                 .await
                 .map_err(|error| {
                     let conflict = error.kind() == kv::UpdateErrorKind::WrongLastRevision;
-                    (conflict, FabricError::new(FabricErrorKind::KeyValue, format!("updating total of {video}"), error))
+                    (
+                        conflict,
+                        FabricError::new(
+                            FabricErrorKind::KeyValue,
+                            format!("updating total of {video}"),
+                            error,
+                        ),
+                    )
                 })
         };
         match outcome {

@@ -37,8 +37,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let connected =
-        shared.client.connection_state() == async_nats::connection::State::Connected;
+    let connected = shared.client.connection_state() == async_nats::connection::State::Connected;
     if connected {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -48,7 +47,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         fanfare_telemetry::render(&shared.registry),
     )
         .into_response()
@@ -71,7 +73,10 @@ async fn open_stream(
     let body = Body::from_stream(stream.into_body(Bytes::from(preamble)));
     let mut response = Response::new(body);
     let response_headers = response.headers_mut();
-    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
@@ -153,17 +158,21 @@ async fn publish_like(
     let started = Instant::now();
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
-        let request: LikeRequest = read_json(&headers, body, shared.settings.max_body_bytes).await?;
+        let request: LikeRequest =
+            read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
         let (reply, stored) = oneshot::channel();
         let pending = PendingLike {
             video: video.clone(),
             reply,
         };
-        shared.likes.try_enqueue(pending).map_err(|error| match error {
-            QueueError::Full => ApiError::Overloaded,
-            QueueError::Closed => ApiError::Unavailable,
-        })?;
+        shared
+            .likes
+            .try_enqueue(pending)
+            .map_err(|error| match error {
+                QueueError::Full => ApiError::Overloaded,
+                QueueError::Closed => ApiError::Unavailable,
+            })?;
         match stored.await {
             Ok(Ok(_seq)) => Ok(video),
             Ok(Err(error)) => {
@@ -174,7 +183,12 @@ async fn publish_like(
         }
     }
     .await;
-    respond(&shared, PublishKind::Like, started, outcome.map(|video| (video, None)))
+    respond(
+        &shared,
+        PublishKind::Like,
+        started,
+        outcome.map(|video| (video, None)),
+    )
 }
 
 /// `POST /v1/videos/{id}/comments`: 202 once the comment is stored in this datacenter.
@@ -226,7 +240,9 @@ fn respond(
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok((video, comment_id)) => {
-            shared.metrics.published(kind, PublishOutcome::Accepted, seconds);
+            shared
+                .metrics
+                .published(kind, PublishOutcome::Accepted, seconds);
             let accepted = Accepted {
                 video_id: video.to_string(),
                 status: "accepted",

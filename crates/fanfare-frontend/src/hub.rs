@@ -104,7 +104,10 @@ impl Hub {
                 outcome.unwatched += 1;
                 continue;
             };
-            if !state.position.advance(&delivery.origin_dc, delivery.origin_seq) {
+            if !state
+                .position
+                .advance(&delivery.origin_dc, delivery.origin_seq)
+            {
                 outcome.duplicates += 1;
                 continue;
             }
@@ -132,7 +135,9 @@ impl Hub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VideoId, VideoState>> {
-        self.videos.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.videos
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -233,7 +238,10 @@ mod tests {
             panic!("expected an encoded comment")
         };
         let text = std::str::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("event: comment\nid: dc1:4,dc2:9\n"), "{text}");
+        assert!(
+            text.starts_with("event: comment\nid: dc1:4,dc2:9\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("\n\n").count(), 1);
     }
 }

@@ -79,7 +79,11 @@ pub async fn run(
 
     let inbox = names::frontend_inbox(&settings.dc, &settings.name);
     let batches = client.subscribe(inbox.clone()).await.map_err(|error| {
-        FabricError::new(FabricErrorKind::Consume, format!("subscribing to {inbox}"), error)
+        FabricError::new(
+            FabricErrorKind::Consume,
+            format!("subscribing to {inbox}"),
+            error,
+        )
     })?;
     tracker.spawn(receive_batches(
         batches,
@@ -132,11 +136,17 @@ pub async fn run(
     // Requests are drained: store what was accepted, then leave the subscription table.
     ingest_token.cancel();
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight publishes did not finish within {DRAIN_TIMEOUT:?}");
     }
     interest_token.cancel();
-    if tokio::time::timeout(DRAIN_TIMEOUT, interest_task).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, interest_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("withdrawing interest did not finish within {DRAIN_TIMEOUT:?}");
     }
     let _ = client.flush().await;

@@ -39,15 +39,43 @@ struct Problem<'a> {
 impl ApiError {
     fn status_and_slug(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::InvalidVideoId(_) => (StatusCode::BAD_REQUEST, "invalid-video-id", "Invalid video id"),
-            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid-body", "Invalid request body"),
-            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large"),
-            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
-            ApiError::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "not-acceptable", "Not acceptable"),
+            ApiError::InvalidVideoId(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-video-id",
+                "Invalid video id",
+            ),
+            ApiError::InvalidBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "Invalid request body",
+            ),
+            ApiError::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not-acceptable",
+                "Not acceptable",
+            ),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
         }
     }
 }

@@ -62,7 +62,8 @@ impl ViewerStream {
         preamble: Bytes,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         let keepalive_every = self.guard.shared.settings.keepalive;
-        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
+        let mut keepalive =
+            tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = State {
             viewer: self,
@@ -107,7 +108,9 @@ impl State {
         let mut likes: Option<(u64, u64)> = None;
         let mut next = match first {
             Ok(frame) => Some(frame),
-            Err(broadcast::error::RecvError::Lagged(skipped)) => return Some(self.cut_off(skipped)),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                return Some(self.cut_off(skipped))
+            }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         let mut taken = 0;

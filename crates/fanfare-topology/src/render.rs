@@ -100,10 +100,11 @@ fn server_config(
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let listen = |port| nats_quote(&host_port(&server.host, port));
+    // Every server of the datacenter, itself included: nats-server skips a route to itself,
+    // and a lone JetStream server refuses to start without any route configured.
     let routes: Vec<String> = dc
         .nats
         .iter()
-        .filter(|n| n.name != server.name)
         .map(|n| {
             format!(
                 "nats-route://{}",
@@ -145,9 +146,7 @@ fn server_config(
     let _ = writeln!(out, "cluster {{");
     let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
     let _ = writeln!(out, "  listen: {}", listen(server.cluster_port));
-    if !routes.is_empty() {
-        let _ = writeln!(out, "  routes: {}", url_list(routes.into_iter()));
-    }
+    let _ = writeln!(out, "  routes: {}", url_list(routes.into_iter()));
     let _ = writeln!(out, "}}");
     let _ = writeln!(out);
     let _ = writeln!(out, "gateway {{");
@@ -199,7 +198,7 @@ mod tests {
             "ping_interval: \"2s\"\n",
             "server_tags: [\"dc:dc1\"]\n",
             "jetstream {\n  store_dir: \"/var/fanfare/js/dc1-nats1\"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}\n",
-            "cluster {\n  name: \"dc1\"\n  listen: \"127.0.0.1:6211\"\n  routes: [\"nats-route://127.0.0.1:6212\", \"nats-route://127.0.0.1:6213\"]\n}\n",
+            "cluster {\n  name: \"dc1\"\n  listen: \"127.0.0.1:6211\"\n  routes: [\"nats-route://127.0.0.1:6211\", \"nats-route://127.0.0.1:6212\", \"nats-route://127.0.0.1:6213\"]\n}\n",
             "gateway {\n  name: \"dc1\"\n  listen: \"127.0.0.1:7211\"\n  gateways: [\n",
             "    {name: \"dc1\", urls: [\"nats://127.0.0.1:7211\", \"nats://127.0.0.1:7212\", \"nats://127.0.0.1:7213\"]}\n",
             "    {name: \"dc2\", urls: [\"nats://127.0.0.1:7221\", \"nats://127.0.0.1:7222\", \"nats://127.0.0.1:7223\"]}\n",
@@ -207,8 +206,7 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
-        // routes name only the other servers of the same datacenter
-        assert!(!text.contains("nats-route://127.0.0.1:6211"), "{text}");
+        // routes name only servers of the same datacenter
         assert!(!text.contains("nats-route://127.0.0.1:622"), "{text}");
     }
 
@@ -235,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn single_server_cluster_keeps_cluster_block_without_routes() {
+    fn single_server_cluster_routes_to_itself() {
         let t = shipped("local-3dc.toml");
         let out = tempfile::tempdir().expect("tempdir");
         let rendered = t
@@ -243,10 +241,9 @@ mod tests {
             .expect("render");
         let text = read(&rendered[1].path);
         assert!(
-            text.contains("cluster {\n  name: \"dc2\"\n  listen: \"127.0.0.1:6222\"\n}\n"),
+            text.contains("cluster {\n  name: \"dc2\"\n  listen: \"127.0.0.1:6222\"\n  routes: [\"nats-route://127.0.0.1:6222\"]\n}\n"),
             "{text}"
         );
-        assert!(!text.contains("routes"), "{text}");
     }
 
     #[test]
