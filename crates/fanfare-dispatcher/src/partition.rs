@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, AckKind};
+use async_nats::jetstream::{self, consumer::pull, consumer::pull::MessagesError, AckKind};
 use fanfare_fabric::{FabricError, FabricErrorKind, SubscriptionTable, TotalRecord, Totals};
 use fanfare_model::{names, Delivery, DeliveryPayload, FrontendBatch, Interaction, VideoId};
 use fanfare_telemetry::DispatcherMetrics;
@@ -18,6 +18,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a stopping dispatcher tries to hand its pins over; past it, the pins expire on
 /// their own after the consumers' pin timeout.
 const UNPIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on the wait for a previous owner's unacknowledged messages, in ack waits (the server
+/// checks for due redeliveries about once per ack wait).
+const ORPHAN_WAIT_ACK_WAITS: u32 = 3;
+/// How often the take-over wait re-checks the consumer.
+const ORPHAN_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) async fn open_fanout(
     js: &jetstream::Context,
@@ -56,8 +61,8 @@ impl PartitionWorker {
         let mut totals_cache: HashMap<VideoId, (TotalRecord, u64)> = HashMap::new();
         let mut owned = false;
         while !shutdown.is_cancelled() {
-            let messages = match self.pull(&consumer_name).await {
-                Ok(messages) => messages,
+            let (consumer, messages) = match self.pull(&consumer_name).await {
+                Ok(pulled) => pulled,
                 Err(error) => {
                     tracing::warn!(partition = self.partition, %error, "cannot pull, retrying");
                     tokio::select! {
@@ -73,21 +78,20 @@ impl PartitionWorker {
                     round = rounds.next() => round,
                 };
                 let Some(round) = round else { break };
-                let mut received = Vec::with_capacity(round.len());
-                for item in round {
-                    match item {
-                        Ok(message) => received.push(message),
-                        Err(error) => {
-                            tracing::debug!(partition = self.partition, %error, "pull status")
-                        }
-                    }
-                }
+                let mut received = collect_messages(round);
                 if received.is_empty() {
                     continue;
                 }
                 if !owned {
                     owned = true;
                     self.metrics.partition_owned(self.partition);
+                }
+                if received.iter().any(|message| delivery_count(message) > 1) {
+                    // Another dispatcher (or this one, before a pause) held messages it never
+                    // acknowledged: gather them all before sending anything, so the video's
+                    // order holds.
+                    self.gather_orphans(&consumer, &mut received, &mut rounds)
+                        .await;
                 }
                 self.dispatch_round(received, &mut totals_cache).await;
             }
@@ -111,7 +115,10 @@ impl PartitionWorker {
         }
     }
 
-    async fn pull(&self, consumer_name: &str) -> Result<pull::Stream, FabricError> {
+    async fn pull(
+        &self,
+        consumer_name: &str,
+    ) -> Result<(jetstream::consumer::Consumer<pull::Config>, pull::Stream), FabricError> {
         let consumer: jetstream::consumer::Consumer<pull::Config> = self
             .fanout
             .get_consumer(consumer_name)
@@ -124,7 +131,7 @@ impl PartitionWorker {
                 )
             })?;
         let expiry = self.settings.pull_expiry;
-        consumer
+        let messages = consumer
             .stream()
             .group(names::DISPATCH_GROUP)
             .max_messages_per_batch(self.settings.max_round)
@@ -138,7 +145,46 @@ impl PartitionWorker {
                     format!("pulling {consumer_name}"),
                     error,
                 )
-            })
+            })?;
+        Ok((consumer, messages))
+    }
+
+    /// Waits until every message the consumer counts as delivered-but-unacknowledged is in
+    /// `held` (the server redelivers them after the ack wait), then sorts `held` by stream
+    /// sequence. Bounded: past [`ORPHAN_WAIT_ACK_WAITS`] ack waits it goes on with what it has.
+    async fn gather_orphans<S>(
+        &self,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        held: &mut Vec<jetstream::Message>,
+        rounds: &mut S,
+    ) where
+        S: futures::Stream<Item = Vec<Result<jetstream::Message, MessagesError>>> + Unpin,
+    {
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        let deadline = tokio::time::Instant::now() + ack_wait * ORPHAN_WAIT_ACK_WAITS;
+        loop {
+            sort_and_dedup(held);
+            let unacknowledged = match consumer.get_info().await {
+                Ok(info) => info.num_ack_pending,
+                Err(error) => {
+                    tracing::debug!(partition = self.partition, %error, "cannot read consumer info");
+                    0
+                }
+            };
+            if unacknowledged <= held.len() || tokio::time::Instant::now() >= deadline {
+                if unacknowledged > held.len() {
+                    tracing::warn!(
+                        partition = self.partition,
+                        missing = unacknowledged - held.len(),
+                        "unacknowledged messages did not come back in time; sending what is here"
+                    );
+                }
+                return;
+            }
+            if let Ok(Some(round)) = tokio::time::timeout(ORPHAN_POLL, rounds.next()).await {
+                held.extend(collect_messages(round));
+            }
+        }
     }
 
     async fn dispatch_round(
@@ -146,6 +192,8 @@ impl PartitionWorker {
         messages: Vec<jetstream::Message>,
         totals_cache: &mut HashMap<VideoId, (TotalRecord, u64)>,
     ) {
+        let mut messages = messages;
+        sort_and_dedup(&mut messages);
         let message_count = messages.len();
         let mut redelivered = 0;
         let mut routed = Vec::with_capacity(message_count);
@@ -171,6 +219,14 @@ impl PartitionWorker {
             });
         }
 
+        tracing::debug!(
+            partition = self.partition,
+            messages = message_count,
+            redelivered,
+            first_seq = routed.first().map(|item| item.fanout_seq),
+            last_seq = routed.last().map(|item| item.fanout_seq),
+            "dispatch round"
+        );
         if let Err(error) = self.count_likes(&mut routed, totals_cache).await {
             // Without a total the likes cannot be delivered exactly; let the server redeliver
             // the whole round.
@@ -302,6 +358,35 @@ impl PartitionWorker {
 }
 
 type DecodeError = Box<dyn std::error::Error + Send + Sync>;
+
+fn collect_messages(
+    round: Vec<Result<jetstream::Message, MessagesError>>,
+) -> Vec<jetstream::Message> {
+    round
+        .into_iter()
+        .filter_map(|item| match item {
+            Ok(message) => Some(message),
+            Err(error) => {
+                tracing::debug!(%error, "pull status");
+                None
+            }
+        })
+        .collect()
+}
+
+fn stream_sequence(message: &jetstream::Message) -> u64 {
+    message.info().map(|info| info.stream_sequence).unwrap_or(0)
+}
+
+fn delivery_count(message: &jetstream::Message) -> i64 {
+    message.info().map(|info| info.delivered).unwrap_or(1)
+}
+
+/// Orders a round by stream sequence and keeps one copy of a message delivered twice.
+fn sort_and_dedup(messages: &mut Vec<jetstream::Message>) {
+    messages.sort_by_key(stream_sequence);
+    messages.dedup_by_key(|message| stream_sequence(message));
+}
 
 fn decode(message: &jetstream::Message) -> Result<Delivery, DecodeError> {
     let (origin, video) = names::parse_fanout_subject(message.subject.as_str())

@@ -443,6 +443,20 @@ impl Running {
     /// Ok when every server has its routes, both directions of every gateway and knows the
     /// JetStream meta leader; else what is missing.
     async fn supercluster_state(&self) -> Result<(), String> {
+        let servers: Vec<_> = self
+            .topology
+            .datacenters
+            .iter()
+            .flat_map(|dc| &dc.nats)
+            .collect();
+        if let [only] = servers.as_slice() {
+            // Standalone JetStream: ready once it answers.
+            let monitor = only.monitor_url();
+            return match fetch_json(monitor::authority(&monitor), "/jsz").await {
+                Some(jsz) if jsz.get("config").is_some() => Ok(()),
+                _ => Err(format!("{}: jetstream not answering", only.name)),
+            };
+        }
         for dc in &self.topology.datacenters {
             let others: Vec<&str> = self
                 .topology

@@ -138,6 +138,12 @@ fn server_config(
     let _ = writeln!(out, "  max_memory_store: 256MB");
     let _ = writeln!(out, "  max_file_store: 2GB");
     let _ = writeln!(out, "}}");
+    if t.datacenters.iter().map(|d| d.nats.len()).sum::<usize>() == 1 {
+        // The only server of the topology: clustered JetStream could never elect a meta
+        // leader alone (no quorum), so it runs JetStream standalone.
+        let _ = writeln!(out, "# the topology's only server: standalone JetStream");
+        return out;
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -230,6 +236,29 @@ mod tests {
         for dc in ["dc1", "dc2", "dc3"] {
             assert!(gateway_blocks[0].contains(&format!("{{name: \"{dc}\"")));
         }
+    }
+
+    #[test]
+    fn the_only_server_of_a_topology_runs_standalone() {
+        let t = Topology::builder()
+            .dc(
+                "dc1",
+                DcShape {
+                    nats: 1,
+                    dispatchers: 1,
+                    frontends: 1,
+                },
+            )
+            .build_with_free_ports()
+            .expect("topology");
+        let out = tempfile::tempdir().expect("tempdir");
+        let rendered = t
+            .render_nats_configs(out.path(), out.path())
+            .expect("render");
+        let text = read(&rendered[0].path);
+        assert!(text.contains("jetstream {"), "{text}");
+        assert!(!text.contains("cluster {"), "{text}");
+        assert!(!text.contains("gateway {"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! A real fanfare topology for one test: `Cluster::builder().dc("dc1", shape).start()`.
+//!
+//! It is the same code path as `fanfare up` ([`fanfare_supervisor::start`]), on ports picked
+//! free at start, in a temporary run directory. Dropping the cluster kills every process it
+//! started (and only those).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use fanfare_supervisor::{Running, UpOptions};
+use fanfare_topology::{DcShape, Settings, Topology};
+
+use crate::{http, wait};
+
+/// Where the workspace is: the test kit lives in `crates/fanfare-testkit`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `nats-server` binary: `NATS_SERVER_BIN`, else the project-local install.
+pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
+    let env_value = std::env::var("NATS_SERVER_BIN").ok();
+    fanfare_supervisor::find_nats_server(None, env_value.as_deref(), &workspace_root())
+        .map_err(|error| anyhow!("{error}"))
+}
+
+/// The `fanfare` binary the nodes run: `FANFARE_BIN`, else the one cargo built next to the
+/// running test (`target/<profile>/fanfare`).
+pub fn fanfare_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("FANFARE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    let candidate = profile_dir.join("fanfare");
+    if !candidate.is_file() {
+        anyhow::bail!(
+            "{} not found: build it first (`cargo build --bin fanfare`; scripts/test does)",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+pub struct ClusterBuilder {
+    datacenters: Vec<(String, DcShape)>,
+    settings: Settings,
+    options: fn(&mut UpOptions),
+}
+
+impl ClusterBuilder {
+    pub fn dc(mut self, name: &str, shape: DcShape) -> Self {
+        self.datacenters.push((name.to_owned(), shape));
+        self
+    }
+
+    /// Adjusts topology settings (partitions, interest TTL, ...).
+    pub fn settings(mut self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        adjust(&mut self.settings);
+        self
+    }
+
+    /// Adjusts how nodes run (frontend and dispatcher settings, dispatch timers).
+    pub fn options(mut self, adjust: fn(&mut UpOptions)) -> Self {
+        self.options = adjust;
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Cluster> {
+        let mut builder = Topology::builder().settings(self.settings);
+        for (name, shape) in &self.datacenters {
+            builder = builder.dc(name.clone(), *shape);
+        }
+        let topology = builder.build_with_free_ports()?;
+        let dir = tempfile::Builder::new()
+            .prefix("fanfare-test-")
+            .tempdir()
+            .context("creating the run directory")?;
+        let mut options =
+            UpOptions::new(dir.path().join("run"), nats_server_bin()?, fanfare_bin()?);
+        // Viewers that leave are noticed at the next keep-alive write.
+        options.frontend.keepalive = Duration::from_millis(500);
+        (self.options)(&mut options);
+        let running = tokio::time::timeout(
+            Duration::from_secs(120),
+            fanfare_supervisor::start(&topology, &options),
+        )
+        .await
+        .map_err(|_| anyhow!("topology did not start within 120s"))??;
+        if std::env::var_os("FANFARE_TEST_KEEP").is_some() {
+            // Keep configs, data and logs for a post-mortem.
+            let kept = dir.keep();
+            eprintln!("fanfare-testkit: run directory kept at {}", kept.display());
+            return Ok(Cluster {
+                running: Some(running),
+                _dir: None,
+            });
+        }
+        Ok(Cluster {
+            running: Some(running),
+            _dir: Some(dir),
+        })
+    }
+}
+
+/// A running topology; see the module docs.
+pub struct Cluster {
+    running: Option<Running>,
+    /// Run directory (configs, data, logs); removed on drop unless `FANFARE_TEST_KEEP` is set.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            datacenters: Vec::new(),
+            settings: Settings {
+                interest_ttl: Duration::from_secs(3),
+                partitions: 4,
+                ..Settings::default()
+            },
+            options: |_| {},
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running
+            .as_ref()
+            .expect("cluster is running until dropped")
+    }
+
+    pub fn topology(&self) -> &Topology {
+        self.running().topology()
+    }
+
+    /// Base URL of a frontend (`http://127.0.0.1:PORT`).
+    pub fn frontend(&self, name: &str) -> String {
+        self.topology()
+            .datacenters
+            .iter()
+            .flat_map(|dc| &dc.frontends)
+            .find(|frontend| frontend.name == name)
+            .map(|frontend| frontend.url())
+            .unwrap_or_else(|| panic!("no frontend {name}"))
+    }
+
+    /// Viewer stream URL of `video` on frontend `name`.
+    pub fn events_url(&self, name: &str, video: &str) -> String {
+        format!("{}/v1/videos/{video}/events", self.frontend(name))
+    }
+
+    pub fn admin_url(&self, node: &str) -> String {
+        let topology = self.topology();
+        for dc in &topology.datacenters {
+            if let Some(dispatcher) = dc.dispatchers.iter().find(|d| d.name == node) {
+                return format!("http://{}", dispatcher.admin);
+            }
+            if let Some(frontend) = dc.frontends.iter().find(|f| f.name == node) {
+                return frontend.url();
+            }
+        }
+        panic!("no dispatcher or frontend {node}")
+    }
+
+    pub fn dispatchers(&self, dc: &str) -> Vec<String> {
+        self.topology()
+            .datacenter(dc)
+            .map(|dc| dc.dispatchers.iter().map(|d| d.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Client URLs of one datacenter's NATS servers.
+    pub fn nats_urls(&self, dc: &str) -> Vec<String> {
+        self.topology()
+            .datacenter(dc)
+            .map(|dc| dc.client_urls())
+            .unwrap_or_default()
+    }
+
+    pub async fn nats_client(&self, dc: &str) -> anyhow::Result<async_nats::Client> {
+        let settings = fanfare_fabric::NatsSettings {
+            urls: self.nats_urls(dc),
+            ..Default::default()
+        };
+        Ok(fanfare_fabric::connect(&settings, "fanfare-test").await?)
+    }
+
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.running().pid(node)
+    }
+
+    /// Sends `signal` to a node started by this cluster and waits (bounded) for it to exit.
+    pub async fn kill(&self, node: &str, signal: i32) -> anyhow::Result<()> {
+        if !self.running().signal(node, signal) {
+            anyhow::bail!("{node} is not running");
+        }
+        if !self
+            .running()
+            .wait_exited(node, Duration::from_secs(20))
+            .await
+        {
+            anyhow::bail!("{node} did not exit within 20s of signal {signal}");
+        }
+        Ok(())
+    }
+
+    /// The subscription table as dispatcher `node` sees it.
+    pub async fn table(&self, node: &str) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+        let response = http::get(&format!("{}/v1/table", self.admin_url(node))).await?;
+        Ok(response.json()?)
+    }
+
+    /// Waits until every running dispatcher of `dc` sees exactly `frontends` as the viewers of
+    /// `video` (an empty set: the video is absent).
+    pub async fn wait_for_interest(
+        &self,
+        dc: &str,
+        video: &str,
+        frontends: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let wanted: BTreeSet<String> = frontends.iter().map(|name| name.to_string()).collect();
+        let dispatchers: Vec<String> = self
+            .dispatchers(dc)
+            .into_iter()
+            .filter(|name| self.pid(name).is_some())
+            .collect();
+        let what = format!("dispatchers of {dc} to see {video} -> {wanted:?}");
+        wait::until(&what, timeout, || async {
+            for dispatcher in &dispatchers {
+                let table = self.table(dispatcher).await.ok()?;
+                let seen = table.get(video).cloned().unwrap_or_default();
+                if seen != wanted {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
+    /// Sum of every series of metric `name` on node `node`'s `/metrics`.
+    pub async fn metric(&self, node: &str, name: &str) -> anyhow::Result<f64> {
+        let response = http::get(&format!("{}/metrics", self.admin_url(node))).await?;
+        Ok(sum_metric(&response.text(), name))
+    }
+
+    /// Stops every node gracefully (nodes first, NATS servers last).
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}
+
+/// Sums the samples of `name` (any labels) in a Prometheus text exposition.
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_series_of_one_metric_only() {
+        let text = "# HELP a_total x\na_total{dc=\"dc1\"} 2\na_total{dc=\"dc2\"} 3\na_total_bucket 9\nb 1\n";
+        assert_eq!(sum_metric(text, "a_total"), 5.0);
+        assert_eq!(sum_metric(text, "missing"), 0.0);
+    }
+}

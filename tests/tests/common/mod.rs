@@ -1,0 +1,99 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fanfare_testkit::http;
+use fanfare_testkit::sse::{SseEvent, SseStream};
+use serde_json::{json, Value};
+
+/// Upper bound for anything one test waits on.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// After the expected events arrived, how long a viewer keeps listening for anything extra (a
+/// duplicate or a stray event) before the test judges it.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+pub async fn like(frontend: &str, video: &str, user: &str) -> anyhow::Result<()> {
+    let url = format!("{frontend}/v1/videos/{video}/likes");
+    let response = http::post_json(&url, &json!({ "user_id": user })).await?;
+    anyhow::ensure!(
+        response.status == 202,
+        "like got {}: {}",
+        response.status,
+        response.text()
+    );
+    Ok(())
+}
+
+/// Posts a comment and returns its `comment_id`.
+pub async fn comment(frontend: &str, video: &str, text: &str) -> anyhow::Result<String> {
+    let url = format!("{frontend}/v1/videos/{video}/comments");
+    let response = http::post_json(&url, &json!({ "user_id": "tester", "text": text })).await?;
+    anyhow::ensure!(
+        response.status == 202,
+        "comment got {}: {}",
+        response.status,
+        response.text()
+    );
+    let body: Value = response.json()?;
+    Ok(body["comment_id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// What one viewer received.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub likes: u64,
+    pub last_total: u64,
+    pub comment_ids: Vec<String>,
+    pub comments: Vec<Value>,
+    pub other: Vec<SseEvent>,
+}
+
+impl Received {
+    pub fn of(events: &[SseEvent]) -> Self {
+        let mut received = Received::default();
+        for event in events {
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            match event.event.as_str() {
+                "likes" => {
+                    received.likes += data["count"].as_u64().unwrap_or(0);
+                    received.last_total = data["total"].as_u64().unwrap_or(0);
+                }
+                "comment" => {
+                    received
+                        .comment_ids
+                        .push(data["comment_id"].as_str().unwrap_or_default().to_owned());
+                    received.comments.push(data);
+                }
+                _ => received.other.push(event.clone()),
+            }
+        }
+        received
+    }
+
+    pub fn has_duplicate_comment(&self) -> bool {
+        let unique: HashSet<&String> = self.comment_ids.iter().collect();
+        unique.len() != self.comment_ids.len()
+    }
+}
+
+/// Reads `viewer` until it has `likes` likes and `comments` comments, then listens for
+/// [`QUIET`] more so that anything extra is caught too.
+pub async fn receive(viewer: &mut SseStream, likes: u64, comments: usize) -> Received {
+    let (mut events, _) = viewer
+        .collect_until(WAIT, |events| {
+            let received = Received::of(events);
+            received.likes >= likes && received.comment_ids.len() >= comments
+        })
+        .await;
+    let (extra, _) = viewer.collect_until(QUIET, |_| false).await;
+    events.extend(extra);
+    Received::of(&events)
+}
+
+pub async fn open(url: &str) -> SseStream {
+    SseStream::connect(url, &[])
+        .await
+        .unwrap_or_else(|error| panic!("cannot open {url}: {error}"))
+}

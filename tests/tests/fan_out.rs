@@ -1,0 +1,278 @@
+//! The fan-out fabric end to end: publish in one datacenter, viewers everywhere.
+
+mod common;
+
+use common::{comment, like, open, receive, WAIT};
+use fanfare_testkit::{Cluster, DcShape};
+
+const FULL: DcShape = DcShape {
+    nats: 1,
+    dispatchers: 2,
+    frontends: 2,
+};
+
+/// A like and a comment posted in dc1 reach every viewer of the video in dc1, dc2 and dc3
+/// exactly once; viewers of another video get nothing; and the dispatchers of each
+/// datacenter sent each interaction only to the local frontends with viewers of the video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_from_dc1_reach_viewers_in_every_datacenter_exactly_once() {
+    let cluster = Cluster::builder()
+        .dc("dc1", FULL)
+        .dc("dc2", FULL)
+        .dc("dc3", FULL)
+        .start()
+        .await
+        .expect("cluster starts");
+
+    // Viewers of "keynote": both frontends of dc1, fe1 of dc2 and dc3. dc2-fe2 watches only
+    // "other"; dc3-fe2 has no viewer at all.
+    let mut keynote_viewers = Vec::new();
+    for frontend in ["dc1-fe1", "dc1-fe2", "dc2-fe1", "dc3-fe1"] {
+        keynote_viewers.push((
+            frontend,
+            open(&cluster.events_url(frontend, "keynote")).await,
+        ));
+    }
+    let mut other_viewer = open(&cluster.events_url("dc2-fe2", "other")).await;
+    cluster
+        .wait_for_interest("dc1", "keynote", &["dc1-fe1", "dc1-fe2"], WAIT)
+        .await
+        .unwrap();
+    for dc in ["dc2", "dc3"] {
+        let frontend = format!("{dc}-fe1");
+        cluster
+            .wait_for_interest(dc, "keynote", &[frontend.as_str()], WAIT)
+            .await
+            .unwrap();
+    }
+    cluster
+        .wait_for_interest("dc2", "other", &["dc2-fe2"], WAIT)
+        .await
+        .unwrap();
+
+    let publisher = cluster.frontend("dc1-fe1");
+    const LIKES: u64 = 10;
+    const COMMENTS: usize = 5;
+    let mut comment_ids = Vec::new();
+    for index in 0..LIKES {
+        like(&publisher, "keynote", &format!("user-{index}"))
+            .await
+            .unwrap();
+    }
+    for index in 0..COMMENTS {
+        comment_ids.push(
+            comment(&publisher, "keynote", &format!("comment {index}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    for (frontend, viewer) in &mut keynote_viewers {
+        let received = receive(viewer, LIKES, COMMENTS).await;
+        assert_eq!(received.likes, LIKES, "likes summed at {frontend}");
+        assert_eq!(received.last_total, LIKES, "like total at {frontend}");
+        assert_eq!(
+            received.comment_ids, comment_ids,
+            "comments at {frontend}, in publish order"
+        );
+        assert!(
+            received.other.is_empty(),
+            "unexpected events at {frontend}: {:?}",
+            received.other
+        );
+    }
+    let other = receive(&mut other_viewer, 0, 0).await;
+    assert_eq!(
+        (other.likes, other.comment_ids.len()),
+        (0, 0),
+        "a viewer of another video got {other:?}"
+    );
+
+    // Likes may share stored messages (group commit), so count stored interactions from the
+    // dispatchers' own consumption: every datacenter consumed each one once.
+    let mut consumed_per_dc = Vec::new();
+    for dc in ["dc1", "dc2", "dc3"] {
+        let mut consumed = 0.0;
+        let mut delivered = 0.0;
+        for dispatcher in cluster.dispatchers(dc) {
+            consumed += cluster
+                .metric(&dispatcher, "fanfare_dispatcher_messages_total")
+                .await
+                .unwrap();
+            delivered += cluster
+                .metric(&dispatcher, "fanfare_dispatcher_deliveries_total")
+                .await
+                .unwrap();
+        }
+        let redelivered = {
+            let mut total = 0.0;
+            for dispatcher in cluster.dispatchers(dc) {
+                total += cluster
+                    .metric(&dispatcher, "fanfare_dispatcher_redeliveries_total")
+                    .await
+                    .unwrap();
+            }
+            total
+        };
+        let watching_frontends = if dc == "dc1" { 2.0 } else { 1.0 };
+        let stored = consumed - redelivered;
+        assert!(
+            stored >= COMMENTS as f64 + 1.0,
+            "{dc} consumed {stored} interactions"
+        );
+        assert_eq!(
+            delivered,
+            consumed * watching_frontends,
+            "{dc}: each interaction goes to the {watching_frontends} local frontends watching it, no more"
+        );
+        consumed_per_dc.push(stored);
+    }
+    assert!(
+        consumed_per_dc.windows(2).all(|pair| pair[0] == pair[1]),
+        "every datacenter consumed the same interactions: {consumed_per_dc:?}"
+    );
+    for frontend in ["dc2-fe2", "dc3-fe2"] {
+        let received = cluster
+            .metric(frontend, "fanfare_frontend_deliveries_received_total")
+            .await
+            .unwrap();
+        assert_eq!(
+            received, 0.0,
+            "{frontend} has no keynote viewer but received {received}"
+        );
+    }
+    cluster.stop().await;
+}
+
+/// Comments published concurrently from two origins arrive at every viewer in publish order
+/// per origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_from_each_origin_arrive_in_publish_order() {
+    let shape = DcShape {
+        nats: 1,
+        dispatchers: 1,
+        frontends: 1,
+    };
+    let cluster = Cluster::builder()
+        .dc("dc1", shape)
+        .dc("dc2", shape)
+        .start()
+        .await
+        .expect("cluster starts");
+    let mut viewers = vec![
+        open(&cluster.events_url("dc1-fe1", "talk")).await,
+        open(&cluster.events_url("dc2-fe1", "talk")).await,
+    ];
+    cluster
+        .wait_for_interest("dc1", "talk", &["dc1-fe1"], WAIT)
+        .await
+        .unwrap();
+    cluster
+        .wait_for_interest("dc2", "talk", &["dc2-fe1"], WAIT)
+        .await
+        .unwrap();
+
+    const PER_ORIGIN: usize = 40;
+    let publish = |frontend: String| async move {
+        let mut ids = Vec::new();
+        for index in 0..PER_ORIGIN {
+            ids.push(
+                comment(&frontend, "talk", &format!("#{index}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        ids
+    };
+    let (from_dc1, from_dc2) = tokio::join!(
+        publish(cluster.frontend("dc1-fe1")),
+        publish(cluster.frontend("dc2-fe1"))
+    );
+
+    for viewer in &mut viewers {
+        let received = receive(viewer, 0, 2 * PER_ORIGIN).await;
+        assert!(!received.has_duplicate_comment());
+        for (origin, published) in [("dc1", &from_dc1), ("dc2", &from_dc2)] {
+            let seen: Vec<String> = received
+                .comments
+                .iter()
+                .filter(|comment| comment["origin_dc"] == origin)
+                .map(|comment| {
+                    comment["comment_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            assert_eq!(&seen, published, "comments from {origin} in publish order");
+        }
+    }
+    cluster.stop().await;
+}
+
+/// With two dispatchers per datacenter no viewer receives anything twice, and killing the
+/// dispatcher that holds the video's partition mid-stream loses nothing published after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dispatcher_loses_nothing_and_two_never_duplicate() {
+    let shape = DcShape {
+        nats: 1,
+        dispatchers: 2,
+        frontends: 1,
+    };
+    let cluster = Cluster::builder()
+        .dc("dc1", shape)
+        .dc("dc2", shape)
+        .settings(|settings| settings.partitions = 2)
+        .start()
+        .await
+        .expect("cluster starts");
+    let mut viewer = open(&cluster.events_url("dc2-fe1", "final")).await;
+    cluster
+        .wait_for_interest("dc2", "final", &["dc2-fe1"], WAIT)
+        .await
+        .unwrap();
+    let publisher = cluster.frontend("dc1-fe1");
+
+    let mut published = Vec::new();
+    for index in 0..10 {
+        published.push(
+            comment(&publisher, "final", &format!("before {index}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let before = receive(&mut viewer, 0, published.len()).await;
+    assert_eq!(before.comment_ids, published);
+
+    // The dispatcher of dc2 that delivered them holds the video's partition: kill it.
+    let mut owner = None;
+    for dispatcher in cluster.dispatchers("dc2") {
+        let delivered = cluster
+            .metric(&dispatcher, "fanfare_dispatcher_deliveries_total")
+            .await
+            .unwrap();
+        if delivered > 0.0 {
+            owner = Some(dispatcher);
+        }
+    }
+    let owner = owner.expect("one dc2 dispatcher delivered the first comments");
+    cluster.kill(&owner, libc::SIGKILL).await.unwrap();
+
+    let mut after = Vec::new();
+    for index in 0..20 {
+        after.push(
+            comment(&publisher, "final", &format!("after {index}"))
+                .await
+                .unwrap(),
+        );
+        like(&publisher, "final", "fan").await.unwrap();
+    }
+    let received = receive(&mut viewer, 20, after.len()).await;
+    assert_eq!(
+        received.comment_ids, after,
+        "every comment after the kill, once, in order"
+    );
+    assert_eq!(received.likes, 20, "every like after the kill, once");
+    assert_eq!(received.last_total, 20);
+    cluster.stop().await;
+}
