@@ -214,6 +214,16 @@ async fn comments_from_each_origin_arrive_in_publish_order() {
 /// dispatcher that holds the video's partition mid-stream loses nothing published after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_dispatcher_loses_nothing_and_two_never_duplicate() {
+    stopping_the_owning_dispatcher_loses_nothing(libc::SIGKILL).await;
+}
+
+/// The same with a graceful stop (SIGTERM): the dispatcher hands its partitions over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_dispatcher_hands_over_and_loses_nothing() {
+    stopping_the_owning_dispatcher_loses_nothing(libc::SIGTERM).await;
+}
+
+async fn stopping_the_owning_dispatcher_loses_nothing(signal: i32) {
     let shape = DcShape {
         nats: 1,
         dispatchers: 2,
@@ -256,7 +266,7 @@ async fn a_killed_dispatcher_loses_nothing_and_two_never_duplicate() {
         }
     }
     let owner = owner.expect("one dc2 dispatcher delivered the first comments");
-    cluster.kill(&owner, libc::SIGKILL).await.unwrap();
+    cluster.kill(&owner, signal).await.unwrap();
 
     let mut after = Vec::new();
     for index in 0..20 {
