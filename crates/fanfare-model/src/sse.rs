@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn event_names_and_ids_cannot_break_lines() {
         assert_eq!(
-            frame("a\nb", Some("1\r2\03"), ""),
+            frame("a\nb", Some("1\r2\x003"), ""),
             "event: a b\nid: 1 2 3\ndata: \n\n"
         );
     }

@@ -28,9 +28,9 @@ impl DispatcherMetrics {
             undecodable: Counter::default(),
             table_videos: Gauge::default(),
             partitions_owned: Gauge::default(),
-            round_messages: Histogram::new(
-                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0].into_iter(),
-            ),
+            round_messages: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
         };
         let prefix = registry.sub_registry_with_prefix("fanfare_dispatcher");
         prefix.register(

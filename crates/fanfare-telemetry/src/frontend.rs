@@ -56,15 +56,10 @@ impl FrontendMetrics {
             viewers_lagged: Counter::default(),
             interest_errors: Counter::default(),
             publish: Family::default(),
-            publish_seconds: Histogram::new(
-                [
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-                ]
-                .into_iter(),
-            ),
-            likes_per_commit: Histogram::new(
-                [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0].into_iter(),
-            ),
+            publish_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            likes_per_commit: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         };
         let prefix = registry.sub_registry_with_prefix("fanfare_frontend");
         prefix.register("viewers", "Open viewer streams", metrics.viewers.clone());
