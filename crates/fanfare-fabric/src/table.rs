@@ -36,14 +36,7 @@ impl SubscriptionTable {
         dc: &str,
         shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), FabricError> {
-        let bucket_name = names::subscription_bucket(dc);
-        let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(
-                FabricErrorKind::KeyValue,
-                format!("opening bucket {bucket_name}"),
-                error,
-            )
-        })?;
+        let bucket = open_bucket(&js, &names::subscription_bucket(dc)).await?;
         let table = Self {
             videos: Arc::default(),
             synced: Arc::default(),
@@ -149,6 +142,16 @@ impl SubscriptionTable {
     }
 }
 
+async fn open_bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, FabricError> {
+    js.get_key_value(name).await.map_err(|error| {
+        FabricError::new(
+            FabricErrorKind::KeyValue,
+            format!("opening bucket {name}"),
+            error,
+        )
+    })
+}
+
 fn apply(table: &mut HashMap<VideoId, HashSet<Arc<str>>>, entry: &kv::Entry) {
     let Some((video, frontend)) = names::parse_interest_key(&entry.key) else {
         tracing::debug!(key = entry.key, "ignoring a key fanfare did not write");
@@ -182,14 +185,7 @@ impl InterestRegistry {
         dc: &str,
         frontend: &str,
     ) -> Result<Self, FabricError> {
-        let bucket_name = names::subscription_bucket(dc);
-        let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(
-                FabricErrorKind::KeyValue,
-                format!("opening bucket {bucket_name}"),
-                error,
-            )
-        })?;
+        let bucket = open_bucket(js, &names::subscription_bucket(dc)).await?;
         Ok(Self {
             bucket,
             frontend: Arc::from(frontend),
@@ -232,14 +228,7 @@ pub struct Totals {
 
 impl Totals {
     pub async fn open(js: &jetstream::Context, dc: &str) -> Result<Self, FabricError> {
-        let bucket_name = names::totals_bucket(dc);
-        let bucket = js.get_key_value(&bucket_name).await.map_err(|error| {
-            FabricError::new(
-                FabricErrorKind::KeyValue,
-                format!("opening bucket {bucket_name}"),
-                error,
-            )
-        })?;
+        let bucket = open_bucket(js, &names::totals_bucket(dc)).await?;
         Ok(Self { bucket })
     }
 
