@@ -286,3 +286,31 @@ async fn stopping_the_owning_dispatcher_loses_nothing(signal: i32) {
     assert_eq!(received.last_total, 20);
     cluster.stop().await;
 }
+
+/// Datacenters of three NATS servers each (streams and buckets replicated three times) form,
+/// provision and deliver like single-server ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_server_datacenters_deliver_across_datacenters() {
+    let shape = DcShape {
+        nats: 3,
+        dispatchers: 1,
+        frontends: 1,
+    };
+    let cluster = Cluster::builder()
+        .dc("dc1", shape)
+        .dc("dc2", shape)
+        .start()
+        .await
+        .expect("cluster starts");
+    let mut viewer = open(&cluster.events_url("dc2-fe1", "ha")).await;
+    cluster
+        .wait_for_interest("dc2", "ha", &["dc2-fe1"], WAIT)
+        .await
+        .unwrap();
+    let publisher = cluster.frontend("dc1-fe1");
+    like(&publisher, "ha", "u").await.unwrap();
+    let id = comment(&publisher, "ha", "replicated").await.unwrap();
+    let received = receive(&mut viewer, 1, 1).await;
+    assert_eq!((received.likes, received.comment_ids), (1, vec![id]));
+    cluster.stop().await;
+}

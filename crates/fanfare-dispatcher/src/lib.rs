@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatcherError {
-    #[error("cannot reach nats: {0}")]
+    #[error("cannot reach nats")]
     Nats(#[from] FabricError),
-    #[error("admin server failed: {0}")]
+    #[error("admin server failed")]
     Admin(#[source] std::io::Error),
 }
 

@@ -50,7 +50,19 @@ pub async fn connect(
             }
         });
     let urls = settings.urls.join(",");
-    let connecting = options.connect(urls.as_str());
+    let addresses = settings
+        .urls
+        .iter()
+        .map(|url| url.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            FabricError::new(
+                FabricErrorKind::Connect,
+                format!("parsing nats urls {urls}"),
+                error,
+            )
+        })?;
+    let connecting = options.connect(addresses);
     match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Ok(Ok(client)) => {
             // retry_on_initial_connect returns before the first connection; wait for it so

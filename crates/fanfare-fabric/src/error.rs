@@ -1,6 +1,7 @@
 use std::fmt;
 
-/// What went wrong talking to NATS, by kind, with the underlying error as source.
+/// What went wrong talking to NATS, by kind. The message carries the cause (`opening bucket
+/// SUBS_dc1: timed out`), so `source()` is empty and nothing is printed twice.
 #[derive(Debug)]
 pub struct FabricError {
     kind: FabricErrorKind,
@@ -51,10 +52,4 @@ impl fmt::Display for FabricError {
     }
 }
 
-impl std::error::Error for FabricError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn std::error::Error + 'static))
-    }
-}
+impl std::error::Error for FabricError {}

@@ -41,9 +41,9 @@ use crate::interest::InterestKeeper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
-    #[error("cannot reach nats: {0}")]
+    #[error("cannot reach nats")]
     Nats(#[from] FabricError),
-    #[error("http server failed: {0}")]
+    #[error("http server failed")]
     Serve(#[source] std::io::Error),
 }
 

@@ -36,15 +36,15 @@ pub enum SupervisorError {
          NATS_SERVER_BIN"
     )]
     NatsServerMissing,
-    #[error("{0}")]
+    #[error(transparent)]
     Topology(#[from] fanfare_topology::TopologyError),
-    #[error("cannot prepare the run directory {path}: {source}")]
+    #[error("cannot prepare the run directory {path}")]
     RunDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start {node}: {source}")]
+    #[error("cannot start {node}")]
     Spawn {
         node: String,
         #[source]
@@ -62,7 +62,7 @@ pub enum SupervisorError {
         status: String,
         log: String,
     },
-    #[error("provisioning streams and buckets failed: {0}")]
+    #[error("provisioning streams and buckets failed")]
     Provision(#[from] fanfare_fabric::FabricError),
     #[error("cannot encode the config of {node}: {message}")]
     NodeConfig { node: String, message: String },
@@ -440,7 +440,7 @@ impl Running {
         })
     }
 
-    /// Ok when every server has its routes, both directions of every gateway and knows the
+    /// Ok when every server has its routes, a gateway to every other datacenter and knows the
     /// JetStream meta leader; else what is missing.
     async fn supercluster_state(&self) -> Result<(), String> {
         let servers: Vec<_> = self
@@ -471,14 +471,11 @@ impl Running {
                 let gatewayz = fetch_json(authority, "/gatewayz")
                     .await
                     .ok_or_else(|| format!("{}: monitoring not answering", server.name))?;
+                // Every server dials every other datacenter itself; inbound links land on
+                // whichever server the remote side picked, so only outbound is per server.
                 for other in &others {
-                    for direction in ["outbound_gateways", "inbound_gateways"] {
-                        if gatewayz[direction].get(*other).is_none() {
-                            return Err(format!(
-                                "{}: no {direction} gateway to {other}",
-                                server.name
-                            ));
-                        }
+                    if gatewayz["outbound_gateways"].get(*other).is_none() {
+                        return Err(format!("{}: no outbound gateway to {other}", server.name));
                     }
                 }
                 let routez = fetch_json(authority, "/routez").await.unwrap_or_default();
