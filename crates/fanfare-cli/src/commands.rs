@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fanfare_supervisor::UpOptions;
+use fanfare_supervisor::{ChaosCommand, ChaosRequest, LinkMode, UpOptions};
 use fanfare_topology::Topology;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,46 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Break a running `fanfare up` on purpose: cut links, kill and restart nodes.
+    Chaos {
+        /// Run directory of the `fanfare up` to act on (default .fanfare/run/<topology>).
+        #[arg(long, global = true)]
+        run_dir: Option<PathBuf>,
+        /// Topology file the `fanfare up` runs, to find its run directory.
+        #[arg(long, global = true, default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        #[command(subcommand)]
+        command: ChaosSubcommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChaosSubcommand {
+    /// One datacenter: isolate it from all others. Several: cut every link among them.
+    Partition {
+        #[arg(required = true)]
+        datacenters: Vec<String>,
+        /// reset: links refused and torn down at once; drop: a silent black hole.
+        #[arg(long, value_enum, default_value = "reset")]
+        mode: CutMode,
+    },
+    /// Bring every link back up.
+    Heal,
+    /// SIGKILL one node (NATS server, dispatcher or frontend).
+    Kill { node: String },
+    /// Stop one node if it runs and start it again.
+    Restart { node: String },
+    /// Links and nodes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CutMode {
+    Reset,
+    Drop,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +137,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quiet,
         } => up(&topology, run_dir, nats_server, quiet).await,
         Command::Topology { command } => topology_command(command),
+        Command::Chaos {
+            run_dir,
+            topology,
+            command,
+        } => chaos(run_dir, &topology, command).await,
         Command::Provision { topology } => provision(&topology).await,
         Command::Frontend { config } => {
             let settings: fanfare_frontend::Settings =
@@ -193,6 +238,70 @@ fn topology_command(command: TopologyCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn default_run_dir(project_root: &Path, topology: &Path) -> PathBuf {
+    let stem = topology
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "topology".to_owned());
+    project_root.join(".fanfare/run").join(stem)
+}
+
+async fn chaos(
+    run_dir: Option<PathBuf>,
+    topology: &Path,
+    command: ChaosSubcommand,
+) -> anyhow::Result<ExitCode> {
+    let project_root = std::env::current_dir().context("reading the current directory")?;
+    let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&project_root, topology));
+    let (request, json) = match command {
+        ChaosSubcommand::Partition { datacenters, mode } => {
+            let mode = match mode {
+                CutMode::Reset => LinkMode::Reset,
+                CutMode::Drop => LinkMode::Drop,
+            };
+            (ChaosCommand::Partition { datacenters, mode }, false)
+        }
+        ChaosSubcommand::Heal => (ChaosCommand::Heal, false),
+        ChaosSubcommand::Kill { node } => (ChaosCommand::Kill { node }, false),
+        ChaosSubcommand::Restart { node } => (ChaosCommand::Restart { node }, false),
+        ChaosSubcommand::Status { json } => (ChaosCommand::Status, json),
+    };
+    let status = fanfare_supervisor::call_chaos(&run_dir, &request)
+        .await
+        .map_err(|message| anyhow::anyhow!(message))?;
+    if json {
+        println!("{status}");
+    } else {
+        print_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &serde_json::Value) {
+    println!("links:");
+    for link in status["links"].as_array().into_iter().flatten() {
+        println!(
+            "  {} <-> {}  {}",
+            link["between"][0].as_str().unwrap_or("?"),
+            link["between"][1].as_str().unwrap_or("?"),
+            link["mode"].as_str().unwrap_or("?")
+        );
+    }
+    println!("nodes:");
+    for node in status["nodes"].as_array().into_iter().flatten() {
+        let state = match node["pid"].as_u64() {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "stopped".to_owned(),
+        };
+        println!(
+            "  {:<12} {:<11} {:<5} {state}",
+            node["name"].as_str().unwrap_or("?"),
+            node["kind"].as_str().unwrap_or("?"),
+            node["dc"].as_str().unwrap_or("?")
+        );
+    }
+}
+
 async fn provision(topology: &Path) -> anyhow::Result<ExitCode> {
     let loaded = Topology::load(topology)?;
     let options = UpOptions::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
@@ -215,11 +324,7 @@ async fn up(
         env_nats.as_deref(),
         &project_root,
     )?;
-    let stem = topology_path
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "topology".to_owned());
-    let run_dir = run_dir.unwrap_or_else(|| project_root.join(".fanfare/run").join(stem));
+    let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&project_root, topology_path));
     let fanfare_bin = std::env::current_exe().context("locating the fanfare binary")?;
     let mut options = UpOptions::new(run_dir, nats_server, fanfare_bin);
     options.echo_logs = !quiet;
@@ -234,15 +339,35 @@ async fn up(
         }
         running = starting => running?,
     };
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the chaos control endpoint")?;
+    let control_url = format!("http://{}", control.local_addr()?);
+    let (requests, mut incoming) = tokio::sync::mpsc::channel::<ChaosRequest>(16);
+    tokio::spawn(fanfare_supervisor::serve_control(
+        control,
+        requests,
+        shutdown.clone(),
+    ));
+    running.set_control_url(control_url.clone());
     println!(
         "\nfanfare is up (run directory {})\n",
         running.run_dir().display()
     );
     println!("{}", running.describe());
+    println!(
+        "chaos:   fanfare chaos status --run-dir {}   (control {control_url})",
+        running.run_dir().display()
+    );
     println!("ready");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(request) = incoming.recv() => {
+                eprintln!("fanfare up: chaos {:?}", request.command);
+                let outcome = running.execute(request.command).await.map_err(|error| format!("{error:#}"));
+                let _ = request.reply.send(outcome);
+            }
             exit = running.next_exit() => match exit {
                 Some(exit) => eprintln!("fanfare up: {} exited ({}); the rest keeps running", exit.name, exit.status),
                 None => break,

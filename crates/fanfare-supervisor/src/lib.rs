@@ -11,9 +11,13 @@
 //! Children get `PR_SET_PDEATHSIG`, so even a supervisor killed with SIGKILL leaves no process
 //! behind.
 
+mod chaos;
+pub mod links;
 mod monitor;
 mod process;
 
+pub use chaos::{call as call_chaos, serve_control, ChaosCommand, ChaosRequest};
+pub use links::{LinkControl, LinkMode};
 pub use process::{ChildExit, NodeKind};
 
 use std::collections::BTreeMap;
@@ -64,6 +68,10 @@ pub enum SupervisorError {
     },
     #[error("provisioning streams and buckets failed")]
     Provision(#[from] fanfare_fabric::FabricError),
+    #[error("no node named {0}")]
+    UnknownNode(String),
+    #[error("no datacenter named {0}")]
+    UnknownDatacenter(String),
     #[error("cannot encode the config of {node}: {message}")]
     NodeConfig { node: String, message: String },
 }
@@ -141,6 +149,14 @@ pub struct Running {
     topology: Topology,
     run_dir: PathBuf,
     children: BTreeMap<String, Child>,
+    /// How each child was started, so that it can be restarted: kind, program, arguments.
+    specs: BTreeMap<String, (NodeKind, PathBuf, Vec<String>)>,
+    /// Mode of every gateway link between datacenters (see [`links`]).
+    links: LinkControl,
+    /// Cancelled when the topology stops; ends the link proxies.
+    proxies: tokio_util::sync::CancellationToken,
+    /// Where `fanfare chaos` reaches this topology, once [`serve_control`] runs.
+    control_url: Option<String>,
     /// Sent by each child's watcher task when the child exits; received by [`Running::next_exit`].
     exits: mpsc::UnboundedReceiver<ChildExit>,
     exits_sender: mpsc::UnboundedSender<ChildExit>,
@@ -150,6 +166,7 @@ pub struct Running {
 #[derive(Serialize)]
 struct StateFile<'a> {
     supervisor_pid: u32,
+    control_url: Option<&'a str>,
     nodes: Vec<StateNode<'a>>,
 }
 
@@ -169,13 +186,21 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         topology: topology.clone(),
         run_dir: run_dir.clone(),
         children: BTreeMap::new(),
+        specs: BTreeMap::new(),
+        links: LinkControl::default(),
+        proxies: tokio_util::sync::CancellationToken::new(),
+        control_url: None,
         exits,
         exits_sender,
         echo_logs: options.echo_logs,
     };
 
-    let rendered =
-        topology.render_nats_configs(&run_dir.join("nats"), &run_dir.join("jetstream"))?;
+    let internal_ports = running.start_link_proxies().await?;
+    let rendered = topology.render_nats_configs_behind_proxies(
+        &run_dir.join("nats"),
+        &run_dir.join("jetstream"),
+        &internal_ports,
+    )?;
     for config in &rendered {
         let args = vec!["-c".to_owned(), config.path.display().to_string()];
         running.spawn(&config.server, NodeKind::Nats, &options.nats_server, &args)?;
@@ -329,6 +354,84 @@ impl Running {
             }
         }
         self.children.clear();
+        self.proxies.cancel();
+    }
+
+    /// Binds every NATS server's gateway port for its link proxy and picks the internal port
+    /// the server itself listens on.
+    async fn start_link_proxies(
+        &mut self,
+    ) -> Result<fanfare_topology::GatewayInternalPorts, SupervisorError> {
+        let mut internal_ports = fanfare_topology::GatewayInternalPorts::new();
+        let servers: Vec<_> = self
+            .topology
+            .datacenters
+            .iter()
+            .flat_map(|dc| {
+                dc.nats
+                    .iter()
+                    .map(move |server| (dc.name.clone(), server.clone()))
+            })
+            .collect();
+        if servers.len() < 2 {
+            return Ok(internal_ports);
+        }
+        for (dc, server) in servers {
+            let bind_failed = |source| SupervisorError::Spawn {
+                node: format!("{} gateway proxy", server.name),
+                source,
+            };
+            let public = tokio::net::TcpListener::bind((server.host.as_str(), server.gateway_port))
+                .await
+                .map_err(bind_failed)?;
+            let internal = std::net::TcpListener::bind((server.host.as_str(), 0))
+                .and_then(|listener| listener.local_addr())
+                .map_err(bind_failed)?;
+            internal_ports.insert(server.name.clone(), internal.port());
+            tokio::spawn(links::run_proxy(
+                dc,
+                public,
+                internal,
+                self.links.clone(),
+                self.proxies.clone(),
+            ));
+        }
+        Ok(internal_ports)
+    }
+
+    pub fn links(&self) -> &LinkControl {
+        &self.links
+    }
+
+    /// Records where the control endpoint listens (written to `state.json`).
+    pub fn set_control_url(&mut self, url: String) {
+        self.control_url = Some(url);
+        self.write_state();
+    }
+
+    /// Stops a node (SIGTERM, SIGKILL after the grace) if it runs, then starts it again with
+    /// the same command line.
+    pub async fn restart(&mut self, node: &str) -> Result<(), SupervisorError> {
+        let Some((kind, program, args)) = self.specs.get(node).cloned() else {
+            return Err(SupervisorError::UnknownNode(node.to_owned()));
+        };
+        if let Some(child) = self.children.get(node) {
+            if child.signal(libc::SIGTERM) && !child.wait_exited(STOP_GRACE).await {
+                child.signal(libc::SIGKILL);
+                child.wait_exited(Duration::from_secs(2)).await;
+            }
+        }
+        self.spawn(node, kind, &program, &args)?;
+        self.write_state();
+        Ok(())
+    }
+
+    /// Names and pids of every node, `None` for one that is not running.
+    pub fn nodes(&self) -> Vec<(String, NodeKind, Option<u32>)> {
+        self.children
+            .values()
+            .map(|child| (child.name().to_owned(), child.kind(), child.pid()))
+            .collect()
     }
 
     fn spawn(
@@ -353,6 +456,10 @@ impl Running {
             source,
         })?;
         self.children.insert(name.to_owned(), child);
+        self.specs.insert(
+            name.to_owned(),
+            (kind, program.to_path_buf(), args.to_vec()),
+        );
         Ok(())
     }
 
@@ -391,6 +498,7 @@ impl Running {
     fn write_state(&self) {
         let state = StateFile {
             supervisor_pid: std::process::id(),
+            control_url: self.control_url.as_deref(),
             nodes: self
                 .children
                 .values()
@@ -538,6 +646,7 @@ async fn fetch_json(authority: &str, path: &str) -> Option<serde_json::Value> {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.proxies.cancel();
         for child in self.children.values() {
             child.signal(libc::SIGKILL);
         }

@@ -20,8 +20,30 @@ pub async fn get(authority: &str, path: &str) -> Option<(u16, String)> {
 }
 
 async fn fetch(authority: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(authority).await.ok()?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    exchange(authority, request).await
+}
+
+/// Status code and body of `POST http://{authority}{path}` with a JSON body; `timeout` bounds
+/// the whole exchange (a restart may take a while).
+pub async fn post_json(
+    authority: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(timeout, exchange(authority, request))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn exchange(authority: &str, request: String) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(authority).await.ok()?;
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     stream

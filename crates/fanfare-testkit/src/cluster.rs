@@ -250,6 +250,19 @@ impl Cluster {
         Ok(sum_metric(&response.text(), name))
     }
 
+    /// Cuts links between datacenters (one name: isolate it; several: cut every link among
+    /// them), as `fanfare chaos partition` does.
+    pub fn partition(&self, datacenters: &[&str], mode: fanfare_supervisor::LinkMode) {
+        self.running()
+            .partition(datacenters, mode)
+            .expect("datacenters of this cluster");
+    }
+
+    /// Brings every link back up.
+    pub fn heal(&self) {
+        self.running().links().heal_all();
+    }
+
     /// Stops every node gracefully (nodes first, NATS servers last).
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {

@@ -32,7 +32,7 @@ pub use endpoints::{
     DatacenterEndpoints, DispatcherEndpoint, Endpoints, FrontendEndpoint, NatsEndpoint,
 };
 pub use error::{Problem, TopologyError};
-pub use render::RenderedNatsConfig;
+pub use render::{GatewayInternalPorts, RenderedNatsConfig};
 
 /// A validated topology: datacenters in file order, each holding its nodes in
 /// file order.
@@ -214,7 +214,19 @@ impl Topology {
         out_dir: &Path,
         store_root: &Path,
     ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
-        render::render_all(self, out_dir, store_root)
+        render::render_all(self, out_dir, store_root, &GatewayInternalPorts::new())
+    }
+
+    /// Like [`Topology::render_nats_configs`], for servers whose gateway port is owned by a
+    /// link proxy (`fanfare up`'s chaos links): each listed server listens on its internal port
+    /// and advertises the topology's `gateway_port`.
+    pub fn render_nats_configs_behind_proxies(
+        &self,
+        out_dir: &Path,
+        store_root: &Path,
+        internal_ports: &GatewayInternalPorts,
+    ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
+        render::render_all(self, out_dir, store_root, internal_ports)
     }
 }
 

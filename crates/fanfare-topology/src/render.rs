@@ -18,10 +18,17 @@ pub struct RenderedNatsConfig {
     pub path: PathBuf,
 }
 
+/// Where each server's gateway really listens when a link proxy owns the topology's gateway
+/// port: server name → internal port. The server then advertises the proxy's address (the
+/// topology's `gateway_port`), so every gateway connection, dialled or gossiped, goes through
+/// the proxy.
+pub type GatewayInternalPorts = std::collections::BTreeMap<String, u16>;
+
 pub(crate) fn render_all(
     t: &Topology,
     out_dir: &Path,
     store_root: &Path,
+    internal_ports: &GatewayInternalPorts,
 ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
     std::fs::create_dir_all(out_dir).map_err(|source| TopologyError::Render {
         path: out_dir.to_path_buf(),
@@ -44,7 +51,8 @@ pub(crate) fn render_all(
                     format!("store dir {} is not valid utf-8", store_dir.display()),
                 ),
             })?;
-            let text = server_config(t, dc, server, store_dir, &gateways);
+            let internal_port = internal_ports.get(&server.name).copied();
+            let text = server_config(t, dc, server, store_dir, &gateways, internal_port);
             std::fs::write(&path, text).map_err(|source| TopologyError::Render {
                 path: path.clone(),
                 source,
@@ -93,6 +101,7 @@ fn server_config(
     server: &NatsServer,
     store_dir: &str,
     gateways: &str,
+    gateway_internal_port: Option<u16>,
 ) -> String {
     let source: String = t
         .source
@@ -157,7 +166,23 @@ fn server_config(
     let _ = writeln!(out);
     let _ = writeln!(out, "gateway {{");
     let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
-    let _ = writeln!(out, "  listen: {}", listen(server.gateway_port));
+    match gateway_internal_port {
+        Some(internal) => {
+            let _ = writeln!(
+                out,
+                "  # a link proxy owns the advertised port and forwards here"
+            );
+            let _ = writeln!(out, "  listen: {}", listen(internal));
+            let _ = writeln!(
+                out,
+                "  advertise: {}",
+                nats_quote(&host_port(&connect_host(&server.host), server.gateway_port))
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  listen: {}", listen(server.gateway_port));
+        }
+    }
     let _ = writeln!(out, "  gateways: [");
     out.push_str(gateways);
     let _ = writeln!(out, "  ]");
@@ -236,6 +261,28 @@ mod tests {
         for dc in ["dc1", "dc2", "dc3"] {
             assert!(gateway_blocks[0].contains(&format!("{{name: \"{dc}\"")));
         }
+    }
+
+    #[test]
+    fn servers_behind_link_proxies_listen_inside_and_advertise_the_proxy() {
+        let t = shipped("local-3dc.toml");
+        let out = tempfile::tempdir().expect("tempdir");
+        let internal: GatewayInternalPorts =
+            [("dc1-nats1".to_owned(), 17221)].into_iter().collect();
+        let rendered = t
+            .render_nats_configs_behind_proxies(out.path(), out.path(), &internal)
+            .expect("render");
+        let text = read(&rendered[0].path);
+        assert!(
+            text.contains("  listen: \"127.0.0.1:17221\"\n  advertise: \"127.0.0.1:7221\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("{name: \"dc1\", urls: [\"nats://127.0.0.1:7221\"]}"),
+            "{text}"
+        );
+        let other = read(&rendered[1].path);
+        assert!(other.contains("  listen: \"127.0.0.1:7222\"\n"), "{other}");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! Datacenter partitions through the chaos links: each side keeps working locally, and after
+//! the heal every viewer everywhere has everything exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{comment, like, open, receive, Received, WAIT};
+use fanfare_supervisor::LinkMode;
+use fanfare_testkit::{Cluster, DcShape};
+
+const SMALL: DcShape = DcShape {
+    nats: 1,
+    dispatchers: 1,
+    frontends: 1,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_datacenter_serves_locally_and_catches_up_after_the_heal() {
+    let cluster = Cluster::builder()
+        .dc("dc1", SMALL)
+        .dc("dc2", SMALL)
+        .dc("dc3", SMALL)
+        .start()
+        .await
+        .expect("cluster starts");
+    let datacenters = ["dc1", "dc2", "dc3"];
+    let mut viewers = Vec::new();
+    for dc in datacenters {
+        let frontend = format!("{dc}-fe1");
+        viewers.push(open(&cluster.events_url(&frontend, "match")).await);
+        cluster
+            .wait_for_interest(dc, "match", &[frontend.as_str()], WAIT)
+            .await
+            .unwrap();
+    }
+
+    cluster.partition(&["dc2"], LinkMode::Reset);
+    let mut published = Vec::new();
+    let mut likes = 0;
+    for round in 0..3 {
+        for dc in datacenters {
+            let frontend = cluster.frontend(&format!("{dc}-fe1"));
+            published.push(
+                comment(&frontend, "match", &format!("{dc} #{round}"))
+                    .await
+                    .unwrap(),
+            );
+            like(&frontend, "match", dc).await.unwrap();
+            likes += 1;
+        }
+    }
+
+    // During the cut: dc2 sees only its own events, dc1 and dc3 see each other's.
+    let mut during: Vec<Received> = Vec::new();
+    for (index, viewer) in viewers.iter_mut().enumerate() {
+        let (expected_likes, expected_comments) = if index == 1 { (3, 3) } else { (6, 6) };
+        during.push(receive(viewer, expected_likes, expected_comments).await);
+    }
+    let origins = |received: &Received| {
+        let mut origins: Vec<String> = received
+            .comments
+            .iter()
+            .map(|comment| comment["origin_dc"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins
+    };
+    assert_eq!(
+        origins(&during[1]),
+        ["dc2"],
+        "dc2 got only its own comments during the cut"
+    );
+    assert_eq!((during[1].likes, during[1].comment_ids.len()), (3, 3));
+    for index in [0, 2] {
+        assert_eq!(origins(&during[index]), ["dc1", "dc3"]);
+        assert_eq!(
+            (during[index].likes, during[index].comment_ids.len()),
+            (6, 6)
+        );
+    }
+
+    cluster.heal();
+    for (index, viewer) in viewers.iter_mut().enumerate() {
+        let missing_likes = likes - during[index].likes;
+        let missing_comments = published.len() - during[index].comment_ids.len();
+        let after = receive(viewer, missing_likes, missing_comments).await;
+        let dc = datacenters[index];
+        let mut all_ids: Vec<String> = during[index].comment_ids.clone();
+        all_ids.extend(after.comment_ids.iter().cloned());
+        let mut sorted = all_ids.clone();
+        sorted.sort();
+        let mut expected = published.clone();
+        expected.sort();
+        assert_eq!(sorted, expected, "{dc}: every comment exactly once");
+        assert_eq!(
+            during[index].likes + after.likes,
+            likes,
+            "{dc}: every like exactly once"
+        );
+        assert_eq!(
+            after.last_total, likes,
+            "{dc}: the like total is exact again"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(60), cluster.stop())
+        .await
+        .expect("cluster stops");
+}
