@@ -67,6 +67,9 @@ pub async fn run(
         };
         tracker.spawn(worker.run(partitions_token.clone()));
     }
+    // Every dispatcher of the datacenter watches the sources; a restart is idempotent.
+    let keeper = fanfare_fabric::SourceKeeper::new(js.clone(), &settings.dc);
+    tracker.spawn(keeper.run(partitions_token.clone()));
     tracker.close();
     tracing::info!(
         dc = settings.dc,

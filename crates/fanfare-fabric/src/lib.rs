@@ -10,16 +10,20 @@
 //!   dispatchers; entries expire unless refreshed;
 //! - `TOTALS_dc` keeps each video's like total as `dc` counts it.
 //!
-//! [`provision`] creates all of it, idempotently; nodes only use what exists.
+//! [`provision`] creates all of it, idempotently; nodes only use what exists. After a
+//! partition heals, [`SourceKeeper`] restarts fan-out sources that NATS would otherwise retry
+//! only after a long back-off.
 
 mod connect;
 mod error;
 mod provision;
 mod publish;
+mod sources;
 mod table;
 
 pub use connect::{connect, NatsSettings};
 pub use error::{FabricError, FabricErrorKind};
 pub use provision::{provision, DispatchTuning, Layout};
 pub use publish::{publish_interaction, StoredAt};
+pub use sources::SourceKeeper;
 pub use table::{InterestRegistry, SubscriptionTable, TableSnapshot, TotalRecord, Totals};
