@@ -156,8 +156,8 @@ fn running(pid: u32) -> bool {
     }
 }
 
-/// `fanfare up` on the default topology comes up, serves a like across datacenters, and on
-/// SIGTERM stops every process it started.
+/// `fanfare up` on the default topology comes up, serves a like across datacenters, obeys
+/// `fanfare chaos`, and on SIGTERM stops every process it started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanfare_up_serves_the_default_topology_and_leaves_nothing_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,6 +210,68 @@ async fn fanfare_up_serves_the_default_topology_and_leaves_nothing_on_sigterm() 
         "the like posted in dc1 reached the viewer in dc2, once"
     );
     assert_eq!(received.last_total, 1);
+
+    // Chaos through the command line, against this running topology.
+    let run_dir_arg = run_dir.to_str().unwrap();
+    let chaos = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["chaos"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--run-dir", run_dir_arg]);
+        let output = fanfare(&all);
+        assert!(
+            output.status.success(),
+            "fanfare {all:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let status = fanfare(&["chaos", "status", "--json", "--run-dir", run_dir_arg]);
+        serde_json::from_slice(&status.stdout).expect("status json")
+    };
+    let link_modes = |status: &serde_json::Value| -> Vec<String> {
+        status["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|link| {
+                format!(
+                    "{}-{} {}",
+                    link["between"][0], link["between"][1], link["mode"]
+                )
+            })
+            .map(|text| text.replace('"', ""))
+            .collect()
+    };
+    let status = chaos(&["status"]);
+    assert_eq!(
+        link_modes(&status),
+        ["dc1-dc2 up", "dc1-dc3 up", "dc2-dc3 up"]
+    );
+    let status = chaos(&["partition", "dc1", "dc2", "--mode", "drop"]);
+    assert_eq!(
+        link_modes(&status),
+        ["dc1-dc2 drop", "dc1-dc3 up", "dc2-dc3 up"]
+    );
+    let status = chaos(&["heal"]);
+    assert_eq!(
+        link_modes(&status),
+        ["dc1-dc2 up", "dc1-dc3 up", "dc2-dc3 up"]
+    );
+    let pid_of = |status: &serde_json::Value, name: &str| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .and_then(|node| node["pid"].as_u64())
+    };
+    let before = pid_of(&status, "dc3-fe2").expect("dc3-fe2 runs");
+    let status = chaos(&["kill", "dc3-fe2"]);
+    assert_eq!(pid_of(&status, "dc3-fe2"), None, "killed");
+    let status = chaos(&["restart", "dc3-fe2"]);
+    let after = pid_of(&status, "dc3-fe2").expect("dc3-fe2 runs again");
+    assert_ne!(before, after);
+    let bad = fanfare(&["chaos", "partition", "dc9", "--run-dir", run_dir_arg]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("dc9"));
 
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("state.json")).unwrap())

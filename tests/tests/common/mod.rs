@@ -81,8 +81,18 @@ impl Received {
 /// Reads `viewer` until it has `likes` likes and `comments` comments, then listens for
 /// [`QUIET`] more so that anything extra is caught too.
 pub async fn receive(viewer: &mut SseStream, likes: u64, comments: usize) -> Received {
+    receive_within(viewer, likes, comments, WAIT).await
+}
+
+/// [`receive`] with its own bound on the wait for the expected events.
+pub async fn receive_within(
+    viewer: &mut SseStream,
+    likes: u64,
+    comments: usize,
+    wait: Duration,
+) -> Received {
     let (mut events, _) = viewer
-        .collect_until(WAIT, |events| {
+        .collect_until(wait, |events| {
             let received = Received::of(events);
             received.likes >= likes && received.comment_ids.len() >= comments
         })
