@@ -391,7 +391,11 @@ fn sort_and_dedup(messages: &mut Vec<jetstream::Message>) {
 fn decode(message: &jetstream::Message) -> Result<Delivery, DecodeError> {
     let (origin, video) = names::parse_fanout_subject(message.subject.as_str())
         .ok_or("subject is not a fan-out subject")?;
-    let origin_seq = origin_sequence(message).ok_or("no origin sequence in the source header")?;
+    let origin_seq = message
+        .headers
+        .as_ref()
+        .and_then(fanfare_fabric::origin_sequence)
+        .ok_or("no origin sequence in the source header")?;
     let interaction: Interaction = serde_json::from_slice(&message.payload)?;
     if interaction.video_id() != &video {
         return Err("payload names another video than the subject".into());
@@ -409,12 +413,4 @@ fn decode(message: &jetstream::Message) -> Result<Delivery, DecodeError> {
         origin_seq,
         payload,
     })
-}
-
-/// The sequence of a sourced message in its origin stream, from the `Nats-Stream-Source` header
-/// the server adds when sourcing (`<stream> <sequence> <filter> <transform>`).
-fn origin_sequence(message: &jetstream::Message) -> Option<u64> {
-    let headers = message.headers.as_ref()?;
-    let source = headers.get("Nats-Stream-Source")?;
-    source.as_str().split_whitespace().nth(1)?.parse().ok()
 }

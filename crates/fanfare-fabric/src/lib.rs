@@ -24,6 +24,6 @@ mod table;
 pub use connect::{connect, NatsSettings};
 pub use error::{FabricError, FabricErrorKind};
 pub use provision::{provision, DispatchTuning, Layout};
-pub use publish::{publish_interaction, StoredAt};
+pub use publish::{origin_sequence, publish_interaction, StoredAt};
 pub use sources::SourceKeeper;
 pub use table::{InterestRegistry, SubscriptionTable, TableSnapshot, TotalRecord, Totals};

@@ -44,6 +44,8 @@ impl Default for DispatchTuning {
 /// How long provisioning keeps retrying an operation the servers are not ready for yet (a fresh
 /// supercluster may know its meta leader before every cluster has reported its peers).
 const PROVISION_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long a publish retried with the same message id is recognised as a duplicate.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 pub async fn provision(client: &async_nats::Client, layout: &Layout) -> Result<(), FabricError> {
     let js = jetstream::new(client.clone());
@@ -129,7 +131,8 @@ fn origin_stream_config(dc: &str, replicas: usize, layout: &Layout) -> stream::C
         storage: stream::StorageType::File,
         num_replicas: replicas,
         max_age: layout.retention,
-        duplicate_window: Duration::from_secs(120),
+        // Retried publishes within this window are stored once; it cannot exceed retention.
+        duplicate_window: DUPLICATE_WINDOW.min(layout.retention),
         allow_direct: true,
         placement: placement(dc),
         ..Default::default()

@@ -20,7 +20,7 @@ pub async fn publish_interaction(
     interaction: &Interaction,
     message_id: &str,
 ) -> Result<StoredAt, FabricError> {
-    let subject = names::origin_subject(dc, interaction.video_id());
+    let subject = names::origin_subject(dc, interaction.video_id(), interaction.kind());
     let payload = serde_json::to_vec(interaction).map_err(|error| {
         FabricError::new(FabricErrorKind::Decode, "encoding interaction", error)
     })?;
@@ -43,4 +43,11 @@ pub async fn publish_interaction(
         seq: ack.sequence,
         duplicate: ack.duplicate,
     })
+}
+
+/// The origin-stream sequence of a message sourced into a fan-out stream, from the
+/// `Nats-Stream-Source` header the server writes (`<stream> <sequence> <filter> ...`).
+pub fn origin_sequence(headers: &async_nats::HeaderMap) -> Option<u64> {
+    let source = headers.get("Nats-Stream-Source")?;
+    source.as_str().split_whitespace().nth(1)?.parse().ok()
 }

@@ -2,10 +2,11 @@
 //!
 //! When a gateway link comes back, nats-server re-establishes the link within seconds, but a
 //! source that failed while the link was down is retried on a back-off that grows with the
-//! length of the cut (measured here: 40–49 s after a 60–120 s cut). This keeper watches the
-//! fan-out stream's sources; when one has been silent for longer than `stall_after` while its
-//! origin stream answers again, it removes and re-adds that source, which makes the server
-//! resume it at once from the last sequence it holds (no gap, no duplicate).
+//! length of the cut (measured here: 40–49 s after a 60–120 s cut). This keeper compares, for
+//! each origin, the last origin sequence the fan-out stream holds with the origin stream's own
+//! last sequence; when it stays behind a reachable origin with nothing new arriving for
+//! `STALL_AFTER`, it removes and re-adds that source, which makes the server resume it at once
+//! from the last sequence it holds (no gap, no duplicate).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,9 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the sources are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
-/// A source with no contact for this long is stalled (healthy ones hear from their origin
-/// about every second).
-const STALL_AFTER: Duration = Duration::from_secs(3);
+/// A source behind its reachable origin, with nothing new arriving for this long, is stalled.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 /// How long an origin has to answer a stream info request to count as reachable.
 const REACHABLE_WITHIN: Duration = Duration::from_millis(500);
 /// Least time between two restarts of the same source.
@@ -39,9 +39,9 @@ impl SourceKeeper {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let fanout = names::fanout_stream(&self.dc);
-        // Source name → when it was first seen stalled, and when it was last restarted.
-        let mut stalled_since: HashMap<String, Instant> = HashMap::new();
+        let fanout_name = names::fanout_stream(&self.dc);
+        // Origin → what this datacenter held from it when it was first seen stuck behind.
+        let mut stuck: HashMap<String, (u64, Instant)> = HashMap::new();
         let mut restarted_at: HashMap<String, Instant> = HashMap::new();
         // Failed restarts in a row; only the first is worth a warning (after a heal the
         // JetStream meta layer can refuse updates for several seconds).
@@ -53,32 +53,40 @@ impl SourceKeeper {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let Ok(mut stream) = self.js.get_stream(&fanout).await else {
+            let Ok(mut fanout) = self.js.get_stream(&fanout_name).await else {
                 continue;
             };
-            let Ok(info) = stream.info().await.cloned() else {
+            let Ok(info) = fanout.info().await.cloned() else {
                 continue;
             };
             let mut to_restart = Vec::new();
-            for source in &info.sources {
-                let silent = source.active.is_none_or(|active| active > STALL_AFTER);
-                if !silent {
-                    if let Some(since) = stalled_since.remove(&source.name) {
-                        tracing::info!(
-                            source = source.name,
-                            stalled_for = ?since.elapsed(),
-                            "fan-out source flowing again"
-                        );
+            for source in info.config.sources.iter().flatten() {
+                let Some(origin) = source.name.strip_prefix("EVENTS_") else {
+                    continue;
+                };
+                let held = self.held_from(&fanout, origin).await;
+                let Some(origin_last) = self.origin_last(&source.name).await else {
+                    // Unreachable: nothing to restart until the link is back.
+                    continue;
+                };
+                if held >= origin_last {
+                    if let Some((_, since)) = stuck.remove(origin) {
+                        tracing::info!(origin, behind_for = ?since.elapsed(), "fan-out source caught up");
                     }
                     continue;
                 }
-                stalled_since
-                    .entry(source.name.clone())
-                    .or_insert_with(Instant::now);
+                // Behind: stuck only while nothing new arrives from that origin.
+                let entry = stuck
+                    .entry(origin.to_owned())
+                    .or_insert((held, Instant::now()));
+                if entry.0 != held {
+                    *entry = (held, Instant::now());
+                    continue;
+                }
                 let recently = restarted_at
                     .get(&source.name)
                     .is_some_and(|at| at.elapsed() < RESTART_AT_MOST_EVERY);
-                if !recently && self.origin_reachable(&source.name).await {
+                if entry.1.elapsed() >= STALL_AFTER && !recently {
                     to_restart.push(source.name.clone());
                 }
             }
@@ -105,12 +113,26 @@ impl SourceKeeper {
         }
     }
 
-    async fn origin_reachable(&self, origin_stream: &str) -> bool {
+    /// The origin sequence of the last interaction from `origin` this datacenter holds.
+    async fn held_from(&self, fanout: &jetstream::stream::Stream, origin: &str) -> u64 {
+        let subject = names::fanout_from_origin(&self.dc, origin);
+        match fanout.direct_get_last_for_subject(subject).await {
+            Ok(message) => crate::origin_sequence(&message.headers).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// The last sequence of an origin stream, if it answers in time.
+    async fn origin_last(&self, origin_stream: &str) -> Option<u64> {
         let asked = tokio::time::timeout(REACHABLE_WITHIN, async {
             let mut stream = self.js.get_stream(origin_stream).await.ok()?;
-            stream.info().await.ok().map(|_| ())
+            stream
+                .info()
+                .await
+                .ok()
+                .map(|info| info.state.last_sequence)
         });
-        matches!(asked.await, Ok(Some(())))
+        asked.await.ok().flatten()
     }
 
     /// Removes the named sources and puts them back: the server starts them afresh.

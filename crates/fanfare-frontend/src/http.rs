@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
-    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, VideoId,
+    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
     COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
 };
 use fanfare_telemetry::{PublishKind, PublishOutcome};
@@ -61,13 +61,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn open_stream(
     State(shared): State<Arc<Shared>>,
     Path(video_id): Path<String>,
+    Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let video = VideoId::parse(&video_id)?;
     if !accepts_event_stream(&headers) {
         return Err(ApiError::NotAcceptable);
     }
-    let stream = ViewerStream::open(shared.clone(), video).await;
+    // The header (what a browser's EventSource sends on reconnect) wins over the query
+    // parameter (what a page can set on a fresh EventSource).
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("\u{0}").to_owned())
+        .or(query.last_event_id);
+    let resume_from = match last_event_id {
+        Some(raw) => Some(raw.parse::<Position>()?),
+        None => None,
+    };
+    let stream = ViewerStream::open(shared.clone(), video, resume_from).await;
     let mut preamble = Vec::with_capacity(64);
     sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
     let body = Body::from_stream(stream.into_body(Bytes::from(preamble)));
@@ -80,6 +91,11 @@ async fn open_stream(
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+struct StreamQuery {
+    last_event_id: Option<String>,
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {

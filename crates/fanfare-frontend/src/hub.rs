@@ -13,8 +13,12 @@ use tokio::sync::broadcast;
 pub(crate) enum Frame {
     /// `count` more likes, the video now at `total`; a viewer's stream sums consecutive ones.
     Likes { count: u64, total: u64 },
-    /// A whole SSE event, ready to write.
-    Encoded(Bytes),
+    /// A comment from `origin` (its sequence there), as a whole SSE event ready to write.
+    Comment {
+        origin: Arc<str>,
+        seq: u64,
+        encoded: Bytes,
+    },
 }
 
 struct VideoState {
@@ -86,6 +90,26 @@ impl Hub {
         true
     }
 
+    /// Moves `video`'s position up to `heads` (where every origin stands in this datacenter's
+    /// fan-out stream when the video gets its first viewer here) and its total up to `total`.
+    pub(crate) fn seed(&self, video: &VideoId, heads: &Position, total: u64) {
+        let mut videos = self.lock();
+        if let Some(state) = videos.get_mut(video) {
+            for (origin, seq) in heads.origins() {
+                state.position.advance(origin, seq);
+            }
+            state.total = state.total.max(total);
+        }
+    }
+
+    /// The position and like total of `video` as its viewers here stand now.
+    pub(crate) fn snapshot(&self, video: &VideoId) -> (Position, u64) {
+        self.lock()
+            .get(video)
+            .map(|state| (state.position.clone(), state.total))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn is_watched(&self, video: &VideoId) -> bool {
         self.lock().contains_key(video)
     }
@@ -124,7 +148,11 @@ impl Hub {
                     let data = serde_json::to_string(&comment).unwrap_or_default();
                     let id = state.position.to_string();
                     sse::write_event(&mut out, "comment", Some(&id), &data);
-                    Frame::Encoded(Bytes::from(out))
+                    Frame::Comment {
+                        origin: Arc::from(delivery.origin_dc.as_str()),
+                        seq: delivery.origin_seq,
+                        encoded: Bytes::from(out),
+                    }
                 }
             };
             // An error only means no viewer is subscribed right now.
@@ -150,6 +178,20 @@ pub(crate) fn encode_likes(out: &mut Vec<u8>, video: &VideoId, count: u64, total
     };
     let data = serde_json::to_string(&event).unwrap_or_default();
     sse::write_event(out, "likes", None, &data);
+}
+
+/// Renders the `total` event a stream opens with: the video's like total as this datacenter
+/// knows it.
+pub(crate) fn encode_total(out: &mut Vec<u8>, video: &VideoId, total: u64) {
+    let data = serde_json::json!({ "video_id": video, "total": total }).to_string();
+    sse::write_event(out, "total", None, &data);
+}
+
+/// Renders the `reset` event: comments after the viewer's position cannot all be replayed, so
+/// the stream goes on from now.
+pub(crate) fn encode_reset(out: &mut Vec<u8>, video: &VideoId, reason: &str) {
+    let data = serde_json::json!({ "video_id": video, "reason": reason }).to_string();
+    sse::write_event(out, "reset", None, &data);
 }
 
 #[cfg(test)]
@@ -234,10 +276,11 @@ mod tests {
             },
         ]);
         let _likes = viewer.try_recv().unwrap();
-        let Frame::Encoded(bytes) = &*viewer.try_recv().unwrap() else {
-            panic!("expected an encoded comment")
+        let Frame::Comment { encoded, seq, .. } = &*viewer.try_recv().unwrap() else {
+            panic!("expected a comment")
         };
-        let text = std::str::from_utf8(bytes).unwrap();
+        assert_eq!(*seq, 9);
+        let text = std::str::from_utf8(encoded).unwrap();
         assert!(
             text.starts_with("event: comment\nid: dc1:4,dc2:9\n"),
             "{text}"

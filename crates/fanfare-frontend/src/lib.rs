@@ -12,6 +12,7 @@
 //!
 //! [`run`] is what `fanfare frontend` calls; tests call it too.
 
+mod history;
 mod http;
 mod hub;
 mod ingest;
@@ -53,6 +54,7 @@ pub(crate) struct Shared {
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
     hub: Arc<Hub>,
+    history: history::History,
     likes: LikeQueue,
     interest: InterestKeeper,
     metrics: FrontendMetrics,
@@ -93,6 +95,7 @@ pub async fn run(
     ));
 
     let registry_writer = InterestRegistry::open(&js, &settings.dc, &settings.name).await?;
+    let history = history::History::open(&js, &settings.dc).await?;
     let interest_token = CancellationToken::new();
     let (interest, interest_task) = InterestKeeper::start(
         registry_writer,
@@ -117,6 +120,7 @@ pub async fn run(
         client: client.clone(),
         js,
         hub,
+        history,
         likes,
         interest,
         metrics,

@@ -9,6 +9,8 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("invalid video id: {0}")]
     InvalidVideoId(#[from] fanfare_model::InvalidVideoId),
+    #[error("invalid last-event-id: {0}")]
+    InvalidLastEventId(#[from] fanfare_model::InvalidPosition),
     #[error("invalid body: {0}")]
     InvalidBody(String),
     #[error("body is larger than {limit} bytes")]
@@ -48,6 +50,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid-body",
                 "Invalid request body",
+            ),
+            ApiError::InvalidLastEventId(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-last-event-id",
+                "Invalid Last-Event-ID",
             ),
             ApiError::BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -28,6 +28,8 @@ pub struct Settings {
     /// Events a video may have queued for its slowest viewer before that viewer is cut off
     /// (it resumes from its last event id).
     pub viewer_buffer: usize,
+    /// Most comments one resume replays; a viewer further behind gets a `reset` event.
+    pub max_replay: usize,
     /// Largest accepted publish body, in bytes.
     pub max_body_bytes: usize,
     /// Like requests waiting to be stored; beyond it publishers get 503.
@@ -47,6 +49,7 @@ impl Default for Settings {
             keepalive: Duration::from_secs(15),
             retry_hint: Duration::from_secs(2),
             viewer_buffer: 1024,
+            max_replay: 10_000,
             max_body_bytes: 16 * 1024,
             like_queue: 16_384,
             like_commits_in_flight: 256,

@@ -8,12 +8,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanfare_model::{sse, VideoId};
+use fanfare_model::{sse, Position, VideoId};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::{Instant, Interval};
 
-use crate::hub::{encode_likes, Frame};
+use crate::history::Replay;
+use crate::hub::{encode_likes, encode_reset, encode_total, Frame};
 use crate::Shared;
 
 /// Removes the viewer from the hub when its stream is dropped (the viewer left, or the
@@ -38,13 +39,27 @@ pub(crate) struct ViewerStream {
     /// Frames of this viewer's video, sent by the hub; lagging past its capacity ends the
     /// stream.
     frames: broadcast::Receiver<Arc<Frame>>,
+    /// What this connection was sent, per origin: a comment frame not newer is skipped (it
+    /// came already through the replay of a resume).
+    position: Position,
+    /// Events to write before anything live: the like total, replayed comments or a reset.
+    opening: Vec<u8>,
 }
 
 /// Most frames folded into one write, so one busy viewer cannot hold a runtime thread long.
 const MAX_FRAMES_PER_WRITE: usize = 512;
 
 impl ViewerStream {
-    pub(crate) async fn open(shared: Arc<Shared>, video: VideoId) -> Self {
+    /// Joins the video's viewers; with `resume_from` (a `Last-Event-ID`), first replays the
+    /// comments published after it, or tells the viewer with a `reset` event when they cannot
+    /// all be replayed.
+    pub(crate) async fn open(
+        shared: Arc<Shared>,
+        video: VideoId,
+        resume_from: Option<Position>,
+    ) -> Self {
+        // Join before reading history: whatever arrives meanwhile is both queued here and in
+        // the history, and the position filter keeps one copy.
         let (frames, first) = shared.hub.join(&video);
         shared.metrics.viewer_joined(first);
         let guard = ViewerGuard {
@@ -52,9 +67,62 @@ impl ViewerStream {
             video: video.clone(),
         };
         if first {
-            shared.interest.register(video).await;
+            shared.interest.register(video.clone()).await;
+            match shared.history.heads(&video).await {
+                Ok((heads, total)) => shared.hub.seed(&video, &heads, total),
+                Err(error) => shared.metrics.history_failed(&error),
+            }
         }
-        Self { guard, frames }
+        let (now, total) = shared.hub.snapshot(&video);
+        let mut opening = Vec::new();
+        if total > 0 {
+            encode_total(&mut opening, &video, total);
+        }
+        let position = match resume_from {
+            None => now,
+            Some(from) => {
+                let limit = shared.settings.max_replay;
+                match shared
+                    .history
+                    .comments_after(&video, &from, &now, limit)
+                    .await
+                {
+                    Ok(Replay::Comments(comments)) => {
+                        let mut position = from;
+                        shared.metrics.replayed(comments.len());
+                        for replayed in comments {
+                            if !position.advance(&replayed.origin, replayed.origin_seq) {
+                                continue;
+                            }
+                            let data = serde_json::to_string(&replayed.comment).unwrap_or_default();
+                            let id = position.to_string();
+                            sse::write_event(&mut opening, "comment", Some(&id), &data);
+                        }
+                        position
+                    }
+                    Ok(Replay::TooOld) => {
+                        shared.metrics.replay_reset();
+                        encode_reset(
+                            &mut opening,
+                            &video,
+                            "the position is older than what this datacenter retains",
+                        );
+                        now
+                    }
+                    Err(error) => {
+                        shared.metrics.history_failed(&error);
+                        encode_reset(&mut opening, &video, "history is unavailable right now");
+                        now
+                    }
+                }
+            }
+        };
+        Self {
+            guard,
+            frames,
+            position,
+            opening,
+        }
     }
 
     pub(crate) fn into_body(
@@ -88,7 +156,9 @@ struct State {
 impl State {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(preamble) = self.preamble.take() {
-            return Some(preamble);
+            let mut first = preamble.to_vec();
+            first.append(&mut self.viewer.opening);
+            return Some(Bytes::from(first));
         }
         if self.finished {
             return None;
@@ -122,13 +192,19 @@ impl State {
                     run.0 += count;
                     run.1 = *total;
                 }
-                Frame::Encoded(bytes) => {
-                    if let Some((count, total)) = likes.take() {
-                        encode_likes(&mut out, &self.viewer.guard.video, count, total);
+                Frame::Comment {
+                    origin,
+                    seq,
+                    encoded,
+                } => {
+                    if self.viewer.position.advance(origin, *seq) {
+                        if let Some((count, total)) = likes.take() {
+                            encode_likes(&mut out, &self.viewer.guard.video, count, total);
+                            events += 1;
+                        }
+                        out.extend_from_slice(encoded);
                         events += 1;
                     }
-                    out.extend_from_slice(bytes);
-                    events += 1;
                 }
             }
             if taken >= MAX_FRAMES_PER_WRITE {

@@ -10,14 +10,31 @@ pub fn origin_stream(dc: &str) -> String {
     format!("EVENTS_{dc}")
 }
 
-/// Subject an interaction on `video` published in `dc` is stored under.
-pub fn origin_subject(dc: &str, video: &VideoId) -> String {
-    format!("fanfare.events.{dc}.{video}")
+/// Last subject token: what kind of interaction a message holds, so that comments can be read
+/// back (replay) without walking through likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Likes,
+    Comment,
+}
+
+impl Kind {
+    pub fn token(self) -> &'static str {
+        match self {
+            Kind::Likes => "likes",
+            Kind::Comment => "comment",
+        }
+    }
+}
+
+/// Subject an interaction of `kind` on `video` published in `dc` is stored under.
+pub fn origin_subject(dc: &str, video: &VideoId, kind: Kind) -> String {
+    format!("fanfare.events.{dc}.{video}.{}", kind.token())
 }
 
 /// Every subject of `dc`'s origin stream.
 pub fn origin_subjects(dc: &str) -> String {
-    format!("fanfare.events.{dc}.*")
+    format!("fanfare.events.{dc}.*.*")
 }
 
 /// Per-datacenter stream that sources every origin stream: that datacenter's copy of all
@@ -30,12 +47,24 @@ pub fn fanout_stream(dc: &str) -> String {
 /// it inserts the dispatch partition of the video (a hash of the video token), so that all
 /// interactions on one video, from every origin, land in one partition and keep their order.
 pub fn fanout_transform(dc: &str, origin: &str, partitions: u16) -> String {
-    format!("fanfare.fanout.{dc}.{{{{partition({partitions},1)}}}}.{origin}.{{{{wildcard(1)}}}}")
+    format!(
+        "fanfare.fanout.{dc}.{{{{partition({partitions},1)}}}}.{origin}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"
+    )
 }
 
 /// Filter of the consumer for one dispatch partition of `dc`'s fan-out stream.
 pub fn fanout_partition_filter(dc: &str, partition: u16) -> String {
     format!("fanfare.fanout.{dc}.{partition}.>")
+}
+
+/// Every comment on `video` from `origin` in `dc`'s fan-out stream, whatever its partition.
+pub fn fanout_comments(dc: &str, origin: &str, video: &VideoId) -> String {
+    format!("fanfare.fanout.{dc}.*.{origin}.{video}.comment")
+}
+
+/// Every interaction from `origin` in `dc`'s fan-out stream.
+pub fn fanout_from_origin(dc: &str, origin: &str) -> String {
+    format!("fanfare.fanout.{dc}.*.{origin}.>")
 }
 
 /// Durable consumer name of one dispatch partition.
@@ -79,8 +108,8 @@ pub fn frontend_inbox(dc: &str, frontend: &str) -> String {
     format!("fanfare.{dc}.fe.{frontend}")
 }
 
-/// Splits a fan-out subject `fanfare.fanout.<dc>.<partition>.<origin>.<video>` into origin and
-/// video.
+/// Splits a fan-out subject `fanfare.fanout.<dc>.<partition>.<origin>.<video>.<kind>` into
+/// origin and video.
 pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {
     let mut tokens = subject.split('.');
     let (Some("fanfare"), Some("fanout"), Some(_dc), Some(_partition)) =
@@ -90,6 +119,7 @@ pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {
     };
     let origin = tokens.next()?;
     let video = VideoId::parse(tokens.next()?).ok()?;
+    let _kind = tokens.next()?;
     if tokens.next().is_some() {
         return None;
     }
@@ -104,17 +134,18 @@ mod tests {
     fn fanout_transform_uses_nats_mapping_functions() {
         assert_eq!(
             fanout_transform("dc2", "dc1", 8),
-            "fanfare.fanout.dc2.{{partition(8,1)}}.dc1.{{wildcard(1)}}"
+            "fanfare.fanout.dc2.{{partition(8,1)}}.dc1.{{wildcard(1)}}.{{wildcard(2)}}"
         );
     }
 
     #[test]
     fn fanout_subject_parses_back() {
-        let (origin, video) = parse_fanout_subject("fanfare.fanout.dc2.3.dc1.talk-1").unwrap();
+        let (origin, video) =
+            parse_fanout_subject("fanfare.fanout.dc2.3.dc1.talk-1.comment").unwrap();
         assert_eq!(origin, "dc1");
         assert_eq!(video.as_str(), "talk-1");
-        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1").is_none());
-        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.a.b").is_none());
+        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.talk-1").is_none());
+        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.a.likes.b").is_none());
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub enum Interaction {
 }
 
 impl Interaction {
+    pub fn kind(&self) -> crate::names::Kind {
+        match self {
+            Interaction::Likes(_) => crate::names::Kind::Likes,
+            Interaction::Comment(_) => crate::names::Kind::Comment,
+        }
+    }
+
     pub fn video_id(&self) -> &VideoId {
         match self {
             Interaction::Likes(likes) => &likes.video_id,

@@ -37,6 +37,9 @@ pub struct FrontendMetrics {
     events_sent: Counter,
     viewers_lagged: Counter,
     interest_errors: Counter,
+    replayed: Counter,
+    replay_resets: Counter,
+    history_errors: Counter,
     publish: Family<PublishLabels, Counter>,
     publish_seconds: Histogram,
     likes_per_commit: Histogram,
@@ -55,6 +58,9 @@ impl FrontendMetrics {
             events_sent: Counter::default(),
             viewers_lagged: Counter::default(),
             interest_errors: Counter::default(),
+            replayed: Counter::default(),
+            replay_resets: Counter::default(),
+            history_errors: Counter::default(),
             publish: Family::default(),
             publish_seconds: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -107,6 +113,21 @@ impl FrontendMetrics {
             "interest_errors",
             "Failed writes to the subscription table",
             metrics.interest_errors.clone(),
+        );
+        prefix.register(
+            "replayed",
+            "Comments replayed to resuming viewers",
+            metrics.replayed.clone(),
+        );
+        prefix.register(
+            "replay_resets",
+            "Resumes answered with a reset event (position too old)",
+            metrics.replay_resets.clone(),
+        );
+        prefix.register(
+            "history_errors",
+            "Failed reads of the fan-out stream's history",
+            metrics.history_errors.clone(),
         );
         prefix.register(
             "publish",
@@ -168,6 +189,19 @@ impl FrontendMetrics {
     pub fn interest_failed(&self, error: &dyn std::error::Error) {
         self.interest_errors.inc();
         tracing::warn!(%error, "cannot write the subscription table");
+    }
+
+    pub fn replayed(&self, comments: usize) {
+        self.replayed.inc_by(comments as u64);
+    }
+
+    pub fn replay_reset(&self) {
+        self.replay_resets.inc();
+    }
+
+    pub fn history_failed(&self, error: &dyn std::error::Error) {
+        self.history_errors.inc();
+        tracing::warn!(%error, "cannot read the video's history");
     }
 
     pub fn published(&self, kind: PublishKind, outcome: PublishOutcome, seconds: f64) {

@@ -71,8 +71,26 @@ impl ClusterBuilder {
         self
     }
 
+    /// Starts the topology on free ports. Ports are picked free but only bound when the
+    /// processes start, so a test running alongside can take one first: a start that fails is
+    /// retried on new ports, a few times.
     pub async fn start(self) -> anyhow::Result<Cluster> {
-        let mut builder = Topology::builder().settings(self.settings);
+        const ATTEMPTS: usize = 3;
+        let mut last_error = None;
+        for attempt in 1..=ATTEMPTS {
+            match self.start_once().await {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => {
+                    eprintln!("fanfare-testkit: start attempt {attempt} failed: {error:#}");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("no start attempted")))
+    }
+
+    async fn start_once(&self) -> anyhow::Result<Cluster> {
+        let mut builder = Topology::builder().settings(self.settings.clone());
         for (name, shape) in &self.datacenters {
             builder = builder.dc(name.clone(), *shape);
         }
