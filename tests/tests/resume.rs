@@ -209,3 +209,62 @@ async fn a_position_older_than_retention_gets_a_reset_event() {
     );
     cluster.stop().await;
 }
+
+/// A frontend killed outright: its viewer's stream ends, it reconnects to another frontend
+/// with its last id (what a browser's EventSource does) and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_of_a_killed_frontend_resume_elsewhere_with_nothing_lost() {
+    let cluster = Cluster::builder()
+        .dc(
+            "dc1",
+            DcShape {
+                nats: 1,
+                dispatchers: 1,
+                frontends: 2,
+            },
+        )
+        .dc("dc2", SMALL)
+        .start()
+        .await
+        .expect("cluster starts");
+    let publisher = cluster.frontend("dc2-fe1");
+    let mut viewer = open(&cluster.events_url("dc1-fe1", "live")).await;
+    let mut witness = open(&cluster.events_url("dc1-fe2", "live")).await;
+    cluster
+        .wait_for_interest("dc1", "live", &["dc1-fe1", "dc1-fe2"], WAIT)
+        .await
+        .unwrap();
+    let first = comment(&publisher, "live", "before the crash")
+        .await
+        .unwrap();
+    assert_eq!(receive(&mut viewer, 0, 1).await.comment_ids, [first]);
+    let last_id = viewer.last_event_id().unwrap().to_owned();
+
+    cluster.kill("dc1-fe1", libc::SIGKILL).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match viewer.next_item().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a killed frontend ends");
+
+    let mut missed = Vec::new();
+    for index in 0..3 {
+        missed.push(
+            comment(&publisher, "live", &format!("while reconnecting {index}"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(receive(&mut witness, 0, 4).await.comment_ids.len(), 4);
+    let mut back = resume(&cluster.events_url("dc1-fe2", "live"), &last_id).await;
+    assert_eq!(
+        receive(&mut back, 0, missed.len()).await.comment_ids,
+        missed
+    );
+    cluster.stop().await;
+}

@@ -70,8 +70,12 @@ impl SourceKeeper {
                     continue;
                 };
                 if held >= origin_last {
-                    if let Some((_, since)) = stuck.remove(origin) {
-                        tracing::info!(origin, behind_for = ?since.elapsed(), "fan-out source caught up");
+                    let was_stalled = stuck
+                        .remove(origin)
+                        .map(|(_, since)| since.elapsed())
+                        .filter(|behind_for| *behind_for >= STALL_AFTER);
+                    if let Some(behind_for) = was_stalled {
+                        tracing::info!(origin, ?behind_for, "fan-out source caught up");
                     }
                     continue;
                 }
