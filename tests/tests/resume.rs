@@ -242,12 +242,7 @@ async fn viewers_of_a_killed_frontend_resume_elsewhere_with_nothing_lost() {
 
     cluster.kill("dc1-fe1", libc::SIGKILL).await.unwrap();
     let ended = tokio::time::timeout(WAIT, async {
-        loop {
-            match viewer.next_item().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = viewer.next_item().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream of a killed frontend ends");
