@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{like, open, receive, WAIT};
+use common::{comment_once, like, open, receive, WAIT};
 use fanfare_testkit::http;
 use fanfare_testkit::{Cluster, DcShape};
 use serde_json::Value;
@@ -154,5 +154,28 @@ async fn bad_requests_get_problem_responses_and_reach_nothing() {
     like(&frontend, "calm", "u").await.unwrap();
     let received = receive(&mut bystander, 1, 0).await;
     assert_eq!((received.likes, received.comment_ids.len()), (1, 0));
+
+    // A retried comment with the same Idempotency-Key is stored and delivered once.
+    let first = comment_once(&frontend, "calm", "said once", "retry-me")
+        .await
+        .unwrap();
+    let again = comment_once(&frontend, "calm", "said once", "retry-me")
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let received = receive(&mut bystander, 0, 1).await;
+    assert_eq!(received.comment_ids, [first]);
+    let response = http::request(
+        "POST",
+        &comments,
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "a.b"),
+        ],
+        r#"{"user_id":"u","text":"t"}"#.into(),
+    )
+    .await
+    .unwrap();
+    assert_problem(&response, 400, "idempotency key with a dot");
     cluster.stop().await;
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{comment, like, open, receive, WAIT};
-use fanfare_testkit::{Cluster, DcShape};
+use common::{comment, comment_once, like, open, receive, WAIT};
+use fanfare_testkit::{wait, Cluster, DcShape};
 
 const FULL: DcShape = DcShape {
     nats: 1,
@@ -312,5 +312,67 @@ async fn three_server_datacenters_deliver_across_datacenters() {
     let id = comment(&publisher, "ha", "replicated").await.unwrap();
     let received = receive(&mut viewer, 1, 1).await;
     assert_eq!((received.likes, received.comment_ids), (1, vec![id]));
+    cluster.stop().await;
+}
+
+/// One NATS server killed in each three-server datacenter at once: clients move to the
+/// survivors, streams and consumers (three replicas) elect new leaders, and every comment
+/// published before and after still reaches every viewer once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_nats_server_per_datacenter_loses_nothing() {
+    let shape = DcShape {
+        nats: 3,
+        dispatchers: 1,
+        frontends: 1,
+    };
+    let cluster = Cluster::builder()
+        .dc("dc1", shape)
+        .dc("dc2", shape)
+        .start()
+        .await
+        .expect("cluster starts");
+    let mut viewers = vec![
+        open(&cluster.events_url("dc1-fe1", "ha")).await,
+        open(&cluster.events_url("dc2-fe1", "ha")).await,
+    ];
+    cluster
+        .wait_for_interest("dc1", "ha", &["dc1-fe1"], WAIT)
+        .await
+        .unwrap();
+    cluster
+        .wait_for_interest("dc2", "ha", &["dc2-fe1"], WAIT)
+        .await
+        .unwrap();
+    let publisher = cluster.frontend("dc1-fe1");
+    let mut published = Vec::new();
+    for index in 0..5 {
+        published.push(
+            comment(&publisher, "ha", &format!("before {index}"))
+                .await
+                .unwrap(),
+        );
+    }
+    cluster.kill("dc1-nats1", libc::SIGKILL).await.unwrap();
+    cluster.kill("dc2-nats1", libc::SIGKILL).await.unwrap();
+    for index in 0..10 {
+        // While leaders move the frontend may answer 503 (with Retry-After): a publisher
+        // retries with the same Idempotency-Key, so a comment stored before its
+        // acknowledgement was lost is not stored twice.
+        let text = format!("after {index}");
+        let key = format!("ha-after-{index}");
+        let id = wait::until("the comment to be accepted", WAIT, || async {
+            comment_once(&publisher, "ha", &text, &key).await.ok()
+        })
+        .await
+        .unwrap();
+        published.push(id);
+    }
+    for viewer in &mut viewers {
+        let received = receive(viewer, 0, published.len()).await;
+        assert_eq!(
+            received.comment_ids, published,
+            "every comment once, in order"
+        );
+    }
     cluster.stop().await;
 }

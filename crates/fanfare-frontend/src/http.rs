@@ -150,6 +150,23 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|error| ApiError::InvalidBody(error.to_string()))
 }
 
+/// An `Idempotency-Key` becomes the comment id and the stream's message id, so it must be a
+/// plain token: `[A-Za-z0-9_-]{1,64}`.
+fn idempotency_key(value: &axum::http::HeaderValue) -> Result<String, ApiError> {
+    let key = value.to_str().unwrap_or_default();
+    let valid = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ApiError::InvalidBody(
+            "Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'".to_owned(),
+        ));
+    }
+    Ok(key.to_owned())
+}
+
 fn check_user_id(user_id: &str) -> Result<(), ApiError> {
     if user_id.is_empty() || user_id.len() > USER_ID_MAX_LEN {
         return Err(ApiError::InvalidBody(format!(
@@ -225,7 +242,12 @@ async fn publish_comment(
                 "text must be 1 to {COMMENT_TEXT_MAX_CHARS} characters"
             )));
         }
-        let comment_id = nuid::next().to_string();
+        // A publisher that retries with the same Idempotency-Key (within the origin stream's
+        // duplicate window) gets its comment stored once.
+        let comment_id = match headers.get("idempotency-key") {
+            Some(key) => idempotency_key(key)?,
+            None => nuid::next().to_string(),
+        };
         let comment = Comment {
             video_id: video.clone(),
             comment_id: comment_id.clone(),

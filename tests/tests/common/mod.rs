@@ -40,6 +40,35 @@ pub async fn comment(frontend: &str, video: &str, text: &str) -> anyhow::Result<
     Ok(body["comment_id"].as_str().unwrap_or_default().to_owned())
 }
 
+/// Posts a comment with an `Idempotency-Key`: retried with the same key, it is stored once.
+pub async fn comment_once(
+    frontend: &str,
+    video: &str,
+    text: &str,
+    key: &str,
+) -> anyhow::Result<String> {
+    let url = format!("{frontend}/v1/videos/{video}/comments");
+    let body = json!({ "user_id": "tester", "text": text }).to_string();
+    let response = http::request(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
+        body.into(),
+    )
+    .await?;
+    anyhow::ensure!(
+        response.status == 202,
+        "comment got {}: {}",
+        response.status,
+        response.text()
+    );
+    let body: Value = response.json()?;
+    Ok(body["comment_id"].as_str().unwrap_or_default().to_owned())
+}
+
 /// What one viewer received.
 #[derive(Debug, Default)]
 pub struct Received {
