@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{comment_once, like, open, receive, WAIT};
+use common::{comment_once, like, receive};
 use fanfare_testkit::http;
 use fanfare_testkit::{Cluster, DcShape};
 use serde_json::Value;
@@ -47,11 +47,7 @@ async fn bad_requests_get_problem_responses_and_reach_nothing() {
         .await
         .expect("cluster starts");
     let frontend = cluster.frontend("dc1-fe1");
-    let mut bystander = open(&cluster.events_url("dc1-fe1", "calm")).await;
-    cluster
-        .wait_for_interest("dc1", "calm", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut bystander = cluster.watch("dc1-fe1", "calm").await.unwrap();
 
     let json = Some("application/json");
     let like_body = r#"{"user_id":"u"}"#;

@@ -33,7 +33,7 @@ async fn interactions_from_dc1_reach_viewers_in_every_datacenter_exactly_once() 
             open(&cluster.events_url(frontend, "keynote")).await,
         ));
     }
-    let mut other_viewer = open(&cluster.events_url("dc2-fe2", "other")).await;
+    let mut other_viewer = cluster.watch("dc2-fe2", "other").await.unwrap();
     cluster
         .wait_for_interest("dc1", "keynote", &["dc1-fe1", "dc1-fe2"], WAIT)
         .await
@@ -45,10 +45,6 @@ async fn interactions_from_dc1_reach_viewers_in_every_datacenter_exactly_once() 
             .await
             .unwrap();
     }
-    cluster
-        .wait_for_interest("dc2", "other", &["dc2-fe2"], WAIT)
-        .await
-        .unwrap();
 
     let publisher = cluster.frontend("dc1-fe1");
     const LIKES: u64 = 10;
@@ -160,17 +156,9 @@ async fn comments_from_each_origin_arrive_in_publish_order() {
         .await
         .expect("cluster starts");
     let mut viewers = vec![
-        open(&cluster.events_url("dc1-fe1", "talk")).await,
-        open(&cluster.events_url("dc2-fe1", "talk")).await,
+        cluster.watch("dc1-fe1", "talk").await.unwrap(),
+        cluster.watch("dc2-fe1", "talk").await.unwrap(),
     ];
-    cluster
-        .wait_for_interest("dc1", "talk", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
-    cluster
-        .wait_for_interest("dc2", "talk", &["dc2-fe1"], WAIT)
-        .await
-        .unwrap();
 
     const PER_ORIGIN: usize = 40;
     let publish = |frontend: String| async move {
@@ -236,11 +224,7 @@ async fn stopping_the_owning_dispatcher_loses_nothing(signal: i32) {
         .start()
         .await
         .expect("cluster starts");
-    let mut viewer = open(&cluster.events_url("dc2-fe1", "final")).await;
-    cluster
-        .wait_for_interest("dc2", "final", &["dc2-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut viewer = cluster.watch("dc2-fe1", "final").await.unwrap();
     let publisher = cluster.frontend("dc1-fe1");
 
     let mut published = Vec::new();
@@ -302,11 +286,7 @@ async fn three_server_datacenters_deliver_across_datacenters() {
         .start()
         .await
         .expect("cluster starts");
-    let mut viewer = open(&cluster.events_url("dc2-fe1", "ha")).await;
-    cluster
-        .wait_for_interest("dc2", "ha", &["dc2-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut viewer = cluster.watch("dc2-fe1", "ha").await.unwrap();
     let publisher = cluster.frontend("dc1-fe1");
     like(&publisher, "ha", "u").await.unwrap();
     let id = comment(&publisher, "ha", "replicated").await.unwrap();
@@ -332,17 +312,9 @@ async fn killing_one_nats_server_per_datacenter_loses_nothing() {
         .await
         .expect("cluster starts");
     let mut viewers = vec![
-        open(&cluster.events_url("dc1-fe1", "ha")).await,
-        open(&cluster.events_url("dc2-fe1", "ha")).await,
+        cluster.watch("dc1-fe1", "ha").await.unwrap(),
+        cluster.watch("dc2-fe1", "ha").await.unwrap(),
     ];
-    cluster
-        .wait_for_interest("dc1", "ha", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
-    cluster
-        .wait_for_interest("dc2", "ha", &["dc2-fe1"], WAIT)
-        .await
-        .unwrap();
     let publisher = cluster.frontend("dc1-fe1");
     let mut published = Vec::new();
     for index in 0..5 {

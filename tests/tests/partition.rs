@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{comment, like, open, receive, receive_within, Received, WAIT};
+use common::{comment, like, receive, receive_within, Received};
 use fanfare_supervisor::LinkMode;
 use fanfare_testkit::{Cluster, DcShape};
 
@@ -45,11 +45,7 @@ async fn isolate_dc2_then_heal(mode: LinkMode, hold: Duration) {
     let mut viewers = Vec::new();
     for dc in datacenters {
         let frontend = format!("{dc}-fe1");
-        viewers.push(open(&cluster.events_url(&frontend, "match")).await);
-        cluster
-            .wait_for_interest(dc, "match", &[frontend.as_str()], WAIT)
-            .await
-            .unwrap();
+        viewers.push(cluster.watch(&frontend, "match").await.unwrap());
     }
 
     cluster.partition(&["dc2"], mode);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{comment, like, open, receive, WAIT};
+use common::{comment, like, receive, WAIT};
 use fanfare_supervisor::LinkMode;
 use fanfare_testkit::sse::SseStream;
 use fanfare_testkit::{http, wait, Cluster, DcShape};
@@ -35,17 +35,9 @@ async fn a_viewer_resumes_in_another_datacenter_with_no_gap_and_no_duplicate() {
         .expect("cluster starts");
     let dc1 = cluster.frontend("dc1-fe1");
     let dc2 = cluster.frontend("dc2-fe1");
-    let mut leaver = open(&cluster.events_url("dc1-fe1", "talk")).await;
+    let mut leaver = cluster.watch("dc1-fe1", "talk").await.unwrap();
     // A witness in dc2 stays connected: once it has everything, dc2 has it too.
-    let mut witness = open(&cluster.events_url("dc2-fe1", "talk")).await;
-    cluster
-        .wait_for_interest("dc1", "talk", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
-    cluster
-        .wait_for_interest("dc2", "talk", &["dc2-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut witness = cluster.watch("dc2-fe1", "talk").await.unwrap();
 
     let mut seen = Vec::new();
     for index in 0..3 {
@@ -111,16 +103,8 @@ async fn a_viewer_resumes_across_datacenters_during_a_partition() {
         .await
         .expect("cluster starts");
     let dc1 = cluster.frontend("dc1-fe1");
-    let mut leaver = open(&cluster.events_url("dc1-fe1", "cut")).await;
-    let mut witness = open(&cluster.events_url("dc3-fe1", "cut")).await;
-    cluster
-        .wait_for_interest("dc1", "cut", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
-    cluster
-        .wait_for_interest("dc3", "cut", &["dc3-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut leaver = cluster.watch("dc1-fe1", "cut").await.unwrap();
+    let mut witness = cluster.watch("dc3-fe1", "cut").await.unwrap();
     cluster.partition(&["dc2"], LinkMode::Reset);
 
     let first = comment(&dc1, "cut", "first").await.unwrap();
@@ -156,11 +140,7 @@ async fn a_position_older_than_retention_gets_a_reset_event() {
         .await
         .expect("cluster starts");
     let dc1 = cluster.frontend("dc1-fe1");
-    let mut viewer = open(&cluster.events_url("dc1-fe1", "old")).await;
-    cluster
-        .wait_for_interest("dc1", "old", &["dc1-fe1"], WAIT)
-        .await
-        .unwrap();
+    let mut viewer = cluster.watch("dc1-fe1", "old").await.unwrap();
     comment(&dc1, "old", "soon forgotten").await.unwrap();
     receive(&mut viewer, 0, 1).await;
     let old_id = viewer.last_event_id().unwrap().to_owned();
@@ -228,12 +208,8 @@ async fn viewers_of_a_killed_frontend_resume_elsewhere_with_nothing_lost() {
         .await
         .expect("cluster starts");
     let publisher = cluster.frontend("dc2-fe1");
-    let mut viewer = open(&cluster.events_url("dc1-fe1", "live")).await;
-    let mut witness = open(&cluster.events_url("dc1-fe2", "live")).await;
-    cluster
-        .wait_for_interest("dc1", "live", &["dc1-fe1", "dc1-fe2"], WAIT)
-        .await
-        .unwrap();
+    let mut viewer = cluster.watch("dc1-fe1", "live").await.unwrap();
+    let mut witness = cluster.watch("dc1-fe2", "live").await.unwrap();
     let first = comment(&publisher, "live", "before the crash")
         .await
         .unwrap();

@@ -64,6 +64,7 @@ pub async fn run(
             table: table.clone(),
             totals: totals.clone(),
             metrics: metrics.clone(),
+            unreachable: Default::default(),
         };
         tracker.spawn(worker.run(partitions_token.clone()));
     }

@@ -18,6 +18,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a stopping dispatcher tries to hand its pins over; past it, the pins expire on
 /// their own after the consumers' pin timeout.
 const UNPIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a dispatcher keeps trying to hand one batch to a frontend.
+const DELIVER_FOR: Duration = Duration::from_secs(3);
+/// Wait for one confirmation before sending the batch again.
+const DELIVER_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+const DELIVER_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a frontend that failed to confirm gets batches without the wait.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 /// Bound on the wait for a previous owner's unacknowledged messages, in ack waits (the server
 /// checks for due redeliveries about once per ack wait).
 const ORPHAN_WAIT_ACK_WAITS: u32 = 3;
@@ -46,6 +53,10 @@ pub(crate) struct PartitionWorker {
     pub table: SubscriptionTable,
     pub totals: Totals,
     pub metrics: DispatcherMetrics,
+    /// Frontends that recently failed to confirm a batch, and when: they get batches without
+    /// waiting, so that a dead frontend (until its interest expires) does not slow every
+    /// round down.
+    pub unreachable: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// One message of a round, decoded.
@@ -256,28 +267,26 @@ impl PartitionWorker {
             }
         }
         let batch_count = batches.len();
+        let mut sends = Vec::with_capacity(batch_count);
         for (frontend, deliveries) in batches {
             let batch = FrontendBatch {
                 dispatcher: self.settings.name.clone(),
                 deliveries,
             };
-            let subject = names::frontend_inbox(&self.settings.dc, &frontend);
             let payload = match serde_json::to_vec(&batch) {
-                Ok(payload) => payload,
+                Ok(payload) => bytes::Bytes::from(payload),
                 Err(error) => {
                     tracing::error!(%error, "cannot encode a frontend batch");
                     continue;
                 }
             };
-            if let Err(error) = self.client.publish(subject, payload.into()).await {
-                tracing::warn!(%error, frontend = &*frontend, "cannot send a batch to a frontend");
-            }
+            let subject = names::frontend_inbox(&self.settings.dc, &frontend);
+            sends.push(self.deliver_batch(subject, payload));
         }
-        if batch_count > 0 {
-            if let Err(error) = self.client.flush().await {
-                tracing::warn!(%error, "cannot flush batches to frontends");
-            }
-        }
+        // Acknowledge only once every frontend confirmed (or could not be reached for
+        // DELIVER_FOR): a batch lost on its way, e.g. while a frontend moves to another NATS
+        // server, is sent again rather than lost.
+        futures::future::join_all(sends).await;
         for item in &routed {
             if let Err(error) = item.message.ack().await {
                 tracing::debug!(%error, "ack failed; the message will be redelivered");
@@ -290,6 +299,40 @@ impl PartitionWorker {
             deliveries,
             batch_count,
         );
+    }
+
+    /// Sends one batch to one frontend and waits for its confirmation, retrying while the
+    /// frontend has no subscription (it is reconnecting) or does not answer, up to
+    /// [`DELIVER_FOR`]. Past that the frontend is taken as gone: its interest entries expire.
+    async fn deliver_batch(&self, subject: String, payload: bytes::Bytes) {
+        let recently_failed = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&subject)
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
+        if recently_failed {
+            let _ = self.client.publish(subject, payload).await;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + DELIVER_FOR;
+        loop {
+            let request = async_nats::Request::new()
+                .payload(payload.clone())
+                .timeout(Some(DELIVER_ATTEMPT_TIMEOUT));
+            let outcome = self.client.send_request(subject.clone(), request).await;
+            let Err(error) = outcome else { return };
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(%error, subject, "a frontend did not confirm a batch; giving up on it");
+                self.unreachable
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(subject, tokio::time::Instant::now());
+                return;
+            }
+            tracing::debug!(%error, subject, "a frontend did not confirm a batch yet, retrying");
+            tokio::time::sleep(DELIVER_RETRY_PAUSE).await;
+        }
     }
 
     /// Adds this round's likes to the datacenter's totals (once per fan-out sequence, whoever

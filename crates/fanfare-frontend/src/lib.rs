@@ -88,6 +88,7 @@ pub async fn run(
         )
     })?;
     tracker.spawn(receive_batches(
+        client.clone(),
         batches,
         hub.clone(),
         metrics.clone(),
@@ -160,6 +161,7 @@ pub async fn run(
 
 /// Receives dispatchers' batches for this frontend and hands them to the hub.
 async fn receive_batches(
+    client: async_nats::Client,
     batches: async_nats::Subscriber,
     hub: Arc<Hub>,
     metrics: FrontendMetrics,
@@ -177,5 +179,11 @@ async fn receive_batches(
         let received = batch.deliveries.len();
         let outcome = hub.deliver(batch.deliveries);
         metrics.batch_received(received, outcome.unwatched, outcome.duplicates);
+        // Confirm, so the dispatcher acknowledges the interactions only once they are here.
+        if let Some(reply) = message.reply {
+            if let Err(error) = client.publish(reply, bytes::Bytes::new()).await {
+                tracing::debug!(%error, "cannot confirm a batch; the dispatcher will send it again");
+            }
+        }
     }
 }

@@ -92,6 +92,9 @@ pub struct UpOptions {
     pub dispatch: DispatchTuning,
     /// Print every child's output on stdout, each line prefixed with the node name.
     pub echo_logs: bool,
+    /// Where the NATS servers' internal gateway ports (behind the link proxies) are taken
+    /// from: counting up from this port, or any free port when `None`.
+    pub internal_ports_from: Option<u16>,
 }
 
 impl UpOptions {
@@ -104,6 +107,7 @@ impl UpOptions {
             dispatcher: fanfare_dispatcher::Settings::default(),
             dispatch: DispatchTuning::default(),
             echo_logs: false,
+            internal_ports_from: None,
         }
     }
 }
@@ -195,7 +199,9 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         echo_logs: options.echo_logs,
     };
 
-    let internal_ports = running.start_link_proxies().await?;
+    let internal_ports = running
+        .start_link_proxies(options.internal_ports_from)
+        .await?;
     let rendered = topology.render_nats_configs_behind_proxies(
         &run_dir.join("nats"),
         &run_dir.join("jetstream"),
@@ -361,7 +367,9 @@ impl Running {
     /// the server itself listens on.
     async fn start_link_proxies(
         &mut self,
+        ports_from: Option<u16>,
     ) -> Result<fanfare_topology::GatewayInternalPorts, SupervisorError> {
+        let mut next_internal = ports_from;
         let mut internal_ports = fanfare_topology::GatewayInternalPorts::new();
         let servers: Vec<_> = self
             .topology
@@ -384,9 +392,7 @@ impl Running {
             let public = tokio::net::TcpListener::bind((server.host.as_str(), server.gateway_port))
                 .await
                 .map_err(bind_failed)?;
-            let internal = std::net::TcpListener::bind((server.host.as_str(), 0))
-                .and_then(|listener| listener.local_addr())
-                .map_err(bind_failed)?;
+            let internal = pick_port(&server.host, &mut next_internal).map_err(bind_failed)?;
             internal_ports.insert(server.name.clone(), internal.port());
             tokio::spawn(links::run_proxy(
                 dc,
@@ -633,6 +639,22 @@ impl Running {
             waited: NODES_READY_TIMEOUT,
             detail: format!("not ready: {}", names.join(", ")),
         })
+    }
+}
+
+/// A port to listen on: the next bindable one from `next` when set, else any free one.
+fn pick_port(host: &str, next: &mut Option<u16>) -> std::io::Result<std::net::SocketAddr> {
+    let Some(candidate) = next else {
+        return std::net::TcpListener::bind((host, 0))?.local_addr();
+    };
+    loop {
+        let port = *candidate;
+        *candidate = candidate.checked_add(1).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "port range exhausted")
+        })?;
+        if let Ok(listener) = std::net::TcpListener::bind((host, port)) {
+            return listener.local_addr();
+        }
     }
 }
 

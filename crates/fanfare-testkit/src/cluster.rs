@@ -90,11 +90,12 @@ impl ClusterBuilder {
     }
 
     async fn start_once(&self) -> anyhow::Result<Cluster> {
+        let ports = PortBlock::acquire()?;
         let mut builder = Topology::builder().settings(self.settings.clone());
         for (name, shape) in &self.datacenters {
             builder = builder.dc(name.clone(), *shape);
         }
-        let topology = builder.build_with_free_ports()?;
+        let topology = builder.build_with_ports_from(ports.first())?;
         let dir = tempfile::Builder::new()
             .prefix("fanfare-test-")
             .tempdir()
@@ -103,6 +104,7 @@ impl ClusterBuilder {
             UpOptions::new(dir.path().join("run"), nats_server_bin()?, fanfare_bin()?);
         // Viewers that leave are noticed at the next keep-alive write.
         options.frontend.keepalive = Duration::from_millis(500);
+        options.internal_ports_from = Some(ports.first() + PortBlock::SIZE / 2);
         (self.options)(&mut options);
         let running = tokio::time::timeout(
             Duration::from_secs(120),
@@ -117,11 +119,13 @@ impl ClusterBuilder {
             return Ok(Cluster {
                 running: Some(running),
                 _dir: None,
+                _ports: ports,
             });
         }
         Ok(Cluster {
             running: Some(running),
             _dir: Some(dir),
+            _ports: ports,
         })
     }
 }
@@ -131,6 +135,8 @@ pub struct Cluster {
     running: Option<Running>,
     /// Run directory (configs, data, logs); removed on drop unless `FANFARE_TEST_KEEP` is set.
     _dir: Option<tempfile::TempDir>,
+    /// The block of ports this cluster owns until it is dropped.
+    _ports: PortBlock,
 }
 
 impl Cluster {
@@ -262,6 +268,42 @@ impl Cluster {
         .await
     }
 
+    /// Opens a viewer stream of `video` on `frontend`, and waits until every running
+    /// dispatcher of its datacenter routes the video to that frontend, so that what is
+    /// published next reaches the viewer.
+    pub async fn watch(
+        &self,
+        frontend: &str,
+        video: &str,
+    ) -> anyhow::Result<crate::sse::SseStream> {
+        let dc = self
+            .topology()
+            .node(frontend)
+            .map(|node| node.dc().to_owned())
+            .ok_or_else(|| anyhow!("no frontend {frontend}"))?;
+        let stream = crate::sse::SseStream::connect(&self.events_url(frontend, video), &[]).await?;
+        let dispatchers: Vec<String> = self
+            .dispatchers(&dc)
+            .into_iter()
+            .filter(|name| self.pid(name).is_some())
+            .collect();
+        let what = format!("dispatchers of {dc} to route {video} to {frontend}");
+        wait::until(&what, Duration::from_secs(30), || async {
+            for dispatcher in &dispatchers {
+                let table = self.table(dispatcher).await.ok()?;
+                if !table
+                    .get(video)
+                    .is_some_and(|frontends| frontends.contains(frontend))
+                {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await?;
+        Ok(stream)
+    }
+
     /// Sum of every series of metric `name` on node `node`'s `/metrics`.
     pub async fn metric(&self, node: &str, name: &str) -> anyhow::Result<f64> {
         let response = http::get(&format!("{}/metrics", self.admin_url(node))).await?;
@@ -286,6 +328,46 @@ impl Cluster {
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
+    }
+}
+
+/// A block of loopback ports owned by one test cluster, through an exclusive lock on a slot
+/// file. Ports picked from the kernel's ephemeral range would race with tests running in
+/// parallel (between picking a port and a node binding it, seconds pass); the blocks lie
+/// below that range and no two running clusters share one. The lock goes with the process,
+/// so a killed test frees its block.
+pub struct PortBlock {
+    slot: u16,
+    _lock: std::fs::File,
+}
+
+impl PortBlock {
+    /// Ports per block: the first half for the topology, the second for internal gateway
+    /// ports.
+    pub const SIZE: u16 = 200;
+    const FIRST: u16 = 20_000;
+    const SLOTS: u16 = 60;
+
+    pub fn acquire() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join("fanfare-test-ports");
+        std::fs::create_dir_all(&dir).context("creating the port slot directory")?;
+        for slot in 0..Self::SLOTS {
+            let path = dir.join(format!("slot-{slot}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            if file.try_lock().is_ok() {
+                return Ok(Self { slot, _lock: file });
+            }
+        }
+        anyhow::bail!("all {} port blocks are in use", Self::SLOTS)
+    }
+
+    pub fn first(&self) -> u16 {
+        Self::FIRST + self.slot * Self::SIZE
     }
 }
 

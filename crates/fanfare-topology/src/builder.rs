@@ -51,6 +51,34 @@ impl TopologyBuilder {
     /// moment the node binds it.
     pub fn build_with_free_ports(self) -> Result<Topology, TopologyError> {
         let mut ports = PortReserver::default();
+        self.build_with(|| ports.next())
+    }
+
+    /// Assigns ports counting up from `first`, skipping any that cannot be bound right now.
+    /// For callers that own a block of ports (tests holding a lock on one), where picking
+    /// from the kernel's ephemeral range could race with a parallel test.
+    pub fn build_with_ports_from(self, first: u16) -> Result<Topology, TopologyError> {
+        let mut next = first;
+        self.build_with(|| loop {
+            let port = next;
+            next = next
+                .checked_add(1)
+                .ok_or_else(|| TopologyError::PortReservation {
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AddrNotAvailable,
+                        "port range exhausted",
+                    ),
+                })?;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        })
+    }
+
+    fn build_with(
+        self,
+        mut next_port: impl FnMut() -> Result<u16, TopologyError>,
+    ) -> Result<Topology, TopologyError> {
         let mut raw = RawFile {
             settings: self.settings,
             ..RawFile::default()
@@ -62,31 +90,29 @@ impl TopologyBuilder {
                     name: format!("{dc}-nats{n}"),
                     dc: dc.clone(),
                     host: loopback.to_string(),
-                    client_port: ports.next()?,
-                    cluster_port: ports.next()?,
-                    gateway_port: ports.next()?,
-                    monitor_port: ports.next()?,
+                    client_port: next_port()?,
+                    cluster_port: next_port()?,
+                    gateway_port: next_port()?,
+                    monitor_port: next_port()?,
                 });
             }
             for n in 1..=shape.dispatchers {
                 raw.dispatcher.push(RawDispatcher {
                     name: format!("{dc}-disp{n}"),
                     dc: dc.clone(),
-                    admin: SocketAddr::from((loopback, ports.next()?)).to_string(),
+                    admin: SocketAddr::from((loopback, next_port()?)).to_string(),
                 });
             }
             for n in 1..=shape.frontends {
                 raw.frontend.push(RawFrontend {
                     name: format!("{dc}-fe{n}"),
                     dc: dc.clone(),
-                    listen: SocketAddr::from((loopback, ports.next()?)).to_string(),
+                    listen: SocketAddr::from((loopback, next_port()?)).to_string(),
                 });
             }
             raw.datacenter.push(RawDatacenter { name: dc });
         }
-        let topology = crate::file::validate(raw, GENERATED_SOURCE);
-        drop(ports);
-        topology
+        crate::file::validate(raw, GENERATED_SOURCE)
     }
 }
 
