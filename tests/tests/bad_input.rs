@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{comment_once, like, receive};
+use common::{comment_once, like, receive, SMALL};
 use fanfare_testkit::http;
-use fanfare_testkit::{Cluster, DcShape};
+use fanfare_testkit::Cluster;
 use serde_json::Value;
 
 fn assert_problem(response: &http::HttpResponse, status: u16, case: &str) {
@@ -35,14 +35,9 @@ fn assert_problem(response: &http::HttpResponse, status: u16, case: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_problem_responses_and_reach_nothing() {
-    let shape = DcShape {
-        nats: 1,
-        dispatchers: 1,
-        frontends: 1,
-    };
     let cluster = Cluster::builder()
-        .dc("dc1", shape)
-        .dc("dc2", shape)
+        .dc("dc1", SMALL)
+        .dc("dc2", SMALL)
         .start()
         .await
         .expect("cluster starts");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{comment, comment_once, like, open, receive, WAIT};
+use common::{comment, comment_once, like, open, receive, HA, SMALL, WAIT};
 use fanfare_testkit::{wait, Cluster, DcShape};
 
 const FULL: DcShape = DcShape {
@@ -144,14 +144,9 @@ async fn interactions_from_dc1_reach_viewers_in_every_datacenter_exactly_once() 
 /// per origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comments_from_each_origin_arrive_in_publish_order() {
-    let shape = DcShape {
-        nats: 1,
-        dispatchers: 1,
-        frontends: 1,
-    };
     let cluster = Cluster::builder()
-        .dc("dc1", shape)
-        .dc("dc2", shape)
+        .dc("dc1", SMALL)
+        .dc("dc2", SMALL)
         .start()
         .await
         .expect("cluster starts");
@@ -275,14 +270,9 @@ async fn stopping_the_owning_dispatcher_loses_nothing(signal: i32) {
 /// provision and deliver like single-server ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_server_datacenters_deliver_across_datacenters() {
-    let shape = DcShape {
-        nats: 3,
-        dispatchers: 1,
-        frontends: 1,
-    };
     let cluster = Cluster::builder()
-        .dc("dc1", shape)
-        .dc("dc2", shape)
+        .dc("dc1", HA)
+        .dc("dc2", HA)
         .start()
         .await
         .expect("cluster starts");
@@ -300,14 +290,9 @@ async fn three_server_datacenters_deliver_across_datacenters() {
 /// published before and after still reaches every viewer once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_nats_server_per_datacenter_loses_nothing() {
-    let shape = DcShape {
-        nats: 3,
-        dispatchers: 1,
-        frontends: 1,
-    };
     let cluster = Cluster::builder()
-        .dc("dc1", shape)
-        .dc("dc2", shape)
+        .dc("dc1", HA)
+        .dc("dc2", HA)
         .start()
         .await
         .expect("cluster starts");

@@ -5,20 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{comment, like, receive, receive_within, Received};
+use common::{comment, like, receive, receive_within, Received, SMALL};
 use fanfare_supervisor::LinkMode;
-use fanfare_testkit::{Cluster, DcShape};
+use fanfare_testkit::Cluster;
 
 /// Bound on the wait for convergence after a heal. Not a performance target: after a silent
 /// cut the JetStream meta layer re-elects (the isolated server rejoins with a higher term)
 /// before stalled sources can be restarted; RELIABILITY.md has the measured times.
 const HEAL_WAIT: Duration = Duration::from_secs(90);
-
-const SMALL: DcShape = DcShape {
-    nats: 1,
-    dispatchers: 1,
-    frontends: 1,
-};
 
 /// Links refused and torn down: both sides notice at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

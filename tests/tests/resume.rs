@@ -5,16 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{comment, like, receive, WAIT};
+use common::{comment, like, receive, SMALL, WAIT};
 use fanfare_supervisor::LinkMode;
 use fanfare_testkit::sse::SseStream;
 use fanfare_testkit::{http, wait, Cluster, DcShape};
-
-const SMALL: DcShape = DcShape {
-    nats: 1,
-    dispatchers: 1,
-    frontends: 1,
-};
 
 async fn resume(url: &str, last_event_id: &str) -> SseStream {
     SseStream::connect(url, &[("Last-Event-ID", last_event_id)])

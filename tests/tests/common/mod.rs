@@ -4,9 +4,23 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use fanfare_testkit::http;
 use fanfare_testkit::sse::{SseEvent, SseStream};
+use fanfare_testkit::{http, DcShape};
 use serde_json::{json, Value};
+
+/// The smallest datacenter: one NATS server, one dispatcher, one frontend.
+pub const SMALL: DcShape = DcShape {
+    nats: 1,
+    dispatchers: 1,
+    frontends: 1,
+};
+
+/// Three NATS servers (streams replicated three times), one dispatcher, one frontend.
+pub const HA: DcShape = DcShape {
+    nats: 3,
+    dispatchers: 1,
+    frontends: 1,
+};
 
 /// Upper bound for anything one test waits on.
 pub const WAIT: Duration = Duration::from_secs(30);
