@@ -474,29 +474,7 @@ pub(crate) fn to_toml(t: &Topology) -> String {
 mod tests {
     use super::*;
 
-    /// One valid datacenter; tests append or replace parts of it.
-    const DC1: &str = r#"
-[[datacenter]]
-name = "dc1"
-
-[[nats]]
-name = "dc1-nats1"
-dc = "dc1"
-client_port = 4221
-cluster_port = 6221
-gateway_port = 7221
-monitor_port = 8221
-
-[[dispatcher]]
-name = "dc1-disp1"
-dc = "dc1"
-admin = "127.0.0.1:9111"
-
-[[frontend]]
-name = "dc1-fe1"
-dc = "dc1"
-listen = "127.0.0.1:8111"
-"#;
+    use crate::fixtures::ONE_DC as DC1;
 
     fn problems(text: &str) -> Vec<Problem> {
         match Topology::from_toml_str(text, "t.toml") {

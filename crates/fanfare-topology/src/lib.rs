@@ -21,6 +21,34 @@ mod file;
 mod net;
 mod render;
 
+/// Test fixtures shared by the modules' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// One valid datacenter (one of each node); tests append or replace parts of it.
+    pub(crate) const ONE_DC: &str = r#"
+[[datacenter]]
+name = "dc1"
+
+[[nats]]
+name = "dc1-nats1"
+dc = "dc1"
+client_port = 4221
+cluster_port = 6221
+gateway_port = 7221
+monitor_port = 8221
+
+[[dispatcher]]
+name = "dc1-disp1"
+dc = "dc1"
+admin = "127.0.0.1:9111"
+
+[[frontend]]
+name = "dc1-fe1"
+dc = "dc1"
+listen = "127.0.0.1:8111"
+"#;
+}
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -283,31 +311,10 @@ impl FrontendNode {
 mod tests {
     use super::*;
 
-    const SMALL: &str = r#"
-        [[datacenter]]
-        name = "dc1"
-
-        [[nats]]
-        name = "dc1-nats1"
-        dc = "dc1"
-        client_port = 4221
-        cluster_port = 6221
-        gateway_port = 7221
-        monitor_port = 8221
-
-        [[dispatcher]]
-        name = "dc1-disp1"
-        dc = "dc1"
-        admin = "127.0.0.1:9111"
-
-        [[frontend]]
-        name = "dc1-fe1"
-        dc = "dc1"
-        listen = "0.0.0.0:8111"
-    "#;
-
     fn small() -> Topology {
-        Topology::from_toml_str(SMALL, "<string>").expect("valid topology")
+        // A wildcard listener: URLs must still name a dialable address.
+        let text = crate::fixtures::ONE_DC.replace("127.0.0.1:8111", "0.0.0.0:8111");
+        Topology::from_toml_str(&text, "<string>").expect("valid topology")
     }
 
     #[test]
@@ -376,7 +383,7 @@ mod tests {
     fn load_uses_the_path_as_source() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.toml");
-        std::fs::write(&path, SMALL).expect("write");
+        std::fs::write(&path, crate::fixtures::ONE_DC).expect("write");
         let t = Topology::load(&path).expect("load");
         assert_eq!(t.source, path.display().to_string());
     }
