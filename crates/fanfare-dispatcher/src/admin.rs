@@ -38,7 +38,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    state.metrics.table_size(state.table.snapshot().len());
+    state.metrics.table_size(state.table.video_count());
     (
         [(
             header::CONTENT_TYPE,

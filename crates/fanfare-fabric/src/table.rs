@@ -60,6 +60,14 @@ impl SubscriptionTable {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Videos with at least one interested frontend.
+    pub fn video_count(&self) -> usize {
+        self.videos
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
     pub fn snapshot(&self) -> TableSnapshot {
         let videos = self
             .videos
