@@ -6,12 +6,15 @@
 //! second dispatcher is a hot standby that takes over when the pin expires) → a dispatch round
 //! (decode, count likes into the datacenter's totals, look the video up in the watched
 //! subscription table) → one [`FrontendBatch`](fanfare_model::FrontendBatch) per interested
-//! frontend on core NATS → acknowledgements.
+//! frontend on core NATS → acknowledgements. After a partition heals, the bridge reads what
+//! the fan-out stream is still missing straight from the origin streams (see `bridge`).
 //!
 //! [`run`] is what `fanfare dispatcher` calls; tests call it too.
 
 mod admin;
+mod bridge;
 mod partition;
+mod send;
 mod settings;
 
 pub use settings::Settings;
@@ -19,7 +22,7 @@ pub use settings::Settings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare_fabric::{FabricError, SubscriptionTable, Totals};
+use fanfare_fabric::{FabricError, FanoutSources, SubscriptionTable, Totals};
 use fanfare_telemetry::DispatcherMetrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,25 +55,41 @@ pub async fn run(
     let totals = Totals::open(&js, &settings.dc).await?;
     let fanout = partition::open_fanout(&js, &settings.dc).await?;
 
+    let sources = FanoutSources::open(&js, &settings.dc).await?;
+
     let settings = Arc::new(settings);
+    let sender = Arc::new(send::Sender {
+        dc: settings.dc.clone(),
+        dispatcher: settings.name.clone(),
+        client: client.clone(),
+        table: table.clone(),
+        totals,
+        unreachable: Default::default(),
+    });
     let tracker = TaskTracker::new();
     let partitions_token = shutdown.child_token();
     for partition in 0..settings.partitions {
         let worker = partition::PartitionWorker {
             partition,
             settings: settings.clone(),
-            client: client.clone(),
             fanout: fanout.clone(),
-            table: table.clone(),
-            totals: totals.clone(),
+            sender: sender.clone(),
             metrics: metrics.clone(),
-            unreachable: Default::default(),
         };
         tracker.spawn(worker.run(partitions_token.clone()));
     }
-    // Every dispatcher of the datacenter watches the sources; a restart is idempotent.
-    let keeper = fanfare_fabric::SourceKeeper::new(js.clone(), &settings.dc);
-    tracker.spawn(keeper.run(partitions_token.clone()));
+    // Every dispatcher of the datacenter runs the bridge: what two of them send twice is
+    // dropped downstream like any redelivery.
+    let bridge = bridge::Bridge {
+        dc: settings.dc.clone(),
+        sources,
+        fanout,
+        partitions: settings.partitions,
+        max_batch: settings.max_round,
+        sender,
+        metrics: metrics.clone(),
+    };
+    tracker.spawn(bridge.run(partitions_token.clone()));
     tracker.close();
     tracing::info!(
         dc = settings.dc,

@@ -11,8 +11,8 @@
 //! - `TOTALS_dc` keeps each video's like total as `dc` counts it.
 //!
 //! [`provision`] creates all of it, idempotently; nodes only use what exists. After a
-//! partition heals, [`SourceKeeper`] restarts fan-out sources that NATS would otherwise retry
-//! only after a long back-off.
+//! partition heals, [`FanoutSources`] tells how far behind its origins a fan-out stream is and
+//! reads what it misses straight from them.
 
 mod connect;
 mod error;
@@ -25,5 +25,5 @@ pub use connect::{connect, NatsSettings};
 pub use error::{FabricError, FabricErrorKind};
 pub use provision::{provision, DispatchTuning, Layout};
 pub use publish::{origin_sequence, publish_interaction, StoredAt};
-pub use sources::SourceKeeper;
+pub use sources::{FanoutSources, Held, OriginRead};
 pub use table::{InterestRegistry, SubscriptionTable, TableSnapshot, TotalRecord, Totals};

@@ -1,160 +1,196 @@
-//! Keeps a datacenter's fan-out stream sourcing from every origin after a partition heals.
+//! What a datacenter's fan-out stream holds from each origin, next to what each origin holds.
 //!
-//! When a gateway link comes back, nats-server re-establishes the link within seconds, but a
-//! source that failed while the link was down is retried on a back-off that grows with the
-//! length of the cut (measured here: 40–49 s after a 60–120 s cut). This keeper compares, for
-//! each origin, the last origin sequence the fan-out stream holds with the origin stream's own
-//! last sequence; when it stays behind a reachable origin with nothing new arriving for
-//! `STALL_AFTER`, it removes and re-adds that source, which makes the server resume it at once
-//! from the last sequence it holds (no gap, no duplicate).
+//! When a gateway link comes back after a cut, nats-server re-establishes it within seconds,
+//! but a source that failed while the link was down is retried on a back-off that grows with
+//! the length of the cut (measured here: 40–49 s after a 60–120 s cut), and restarting it
+//! needs a stream update, which waits for the JetStream meta layer to elect a leader again
+//! (4–6 s after the isolated server rejoins). [`FanoutSources`] gives the dispatcher what it
+//! needs to notice a stalled source and to read what it misses straight from the origin by
+//! direct get, which needs neither.
 
-use std::collections::HashMap;
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use fanfare_model::{names, Delivery, DeliveryPayload, Interaction};
 use std::time::Duration;
 
-use async_nats::jetstream;
-use fanfare_model::names;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use crate::{FabricError, FabricErrorKind};
 
-/// How often the sources are checked.
-const CHECK_EVERY: Duration = Duration::from_millis(500);
-/// A source behind its reachable origin, with nothing new arriving for this long, is stalled.
-const STALL_AFTER: Duration = Duration::from_secs(2);
 /// How long an origin has to answer a stream info request to count as reachable.
 const REACHABLE_WITHIN: Duration = Duration::from_millis(500);
-/// Least time between two restarts of the same source.
-const RESTART_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
-pub struct SourceKeeper {
-    js: jetstream::Context,
-    dc: String,
+/// Where the fan-out stream stands on one origin: the origin sequence of the last interaction
+/// it holds from that origin, and that message's own sequence in the fan-out stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub origin_seq: u64,
+    pub fanout_seq: u64,
 }
 
-impl SourceKeeper {
-    pub fn new(js: jetstream::Context, dc: &str) -> Self {
-        Self {
-            js,
+/// One origin-stream read by direct get.
+pub enum OriginRead {
+    /// The interaction at that sequence, addressed to its video's viewers.
+    Delivery(Delivery),
+    /// Nothing usable there (deleted by retention, or a message that does not decode).
+    Skip,
+}
+
+/// The sources of one datacenter's fan-out stream.
+#[derive(Clone)]
+pub struct FanoutSources {
+    js: jetstream::Context,
+    dc: String,
+    fanout: jetstream::stream::Stream,
+    origins: Vec<String>,
+    /// Every source as the stream had it when this was opened (after provisioning).
+    provisioned: Vec<jetstream::stream::Source>,
+}
+
+impl FanoutSources {
+    pub async fn open(js: &jetstream::Context, dc: &str) -> Result<Self, FabricError> {
+        let name = names::fanout_stream(dc);
+        let context = || format!("opening stream {name}");
+        let mut fanout = js
+            .get_stream(&name)
+            .await
+            .map_err(|error| FabricError::new(FabricErrorKind::Consume, context(), error))?;
+        let info = fanout
+            .info()
+            .await
+            .map_err(|error| FabricError::new(FabricErrorKind::Consume, context(), error))?;
+        let provisioned = info.config.sources.clone().unwrap_or_default();
+        let origins = provisioned
+            .iter()
+            .filter_map(|source| source.name.strip_prefix("EVENTS_").map(str::to_owned))
+            .collect();
+        Ok(Self {
+            js: js.clone(),
             dc: dc.to_owned(),
-        }
+            fanout,
+            origins,
+            provisioned,
+        })
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
-        let fanout_name = names::fanout_stream(&self.dc);
-        // Origin → what this datacenter held from it when it was first seen stuck behind.
-        let mut stuck: HashMap<String, (u64, Instant)> = HashMap::new();
-        let mut restarted_at: HashMap<String, Instant> = HashMap::new();
-        // Failed restarts in a row; only the first is worth a warning (after a heal the
-        // JetStream meta layer can refuse updates for several seconds).
-        let mut failures = 0u32;
-        let mut ticks = tokio::time::interval(CHECK_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            let Ok(mut fanout) = self.js.get_stream(&fanout_name).await else {
-                continue;
-            };
-            let Ok(info) = fanout.info().await.cloned() else {
-                continue;
-            };
-            let mut to_restart = Vec::new();
-            for source in info.config.sources.iter().flatten() {
-                let Some(origin) = source.name.strip_prefix("EVENTS_") else {
-                    continue;
-                };
-                let held = self.held_from(&fanout, origin).await;
-                let Some(origin_last) = self.origin_last(&source.name).await else {
-                    // Unreachable: nothing to restart until the link is back.
-                    continue;
-                };
-                if held >= origin_last {
-                    let was_stalled = stuck
-                        .remove(origin)
-                        .map(|(_, since)| since.elapsed())
-                        .filter(|behind_for| *behind_for >= STALL_AFTER);
-                    if let Some(behind_for) = was_stalled {
-                        tracing::info!(origin, ?behind_for, "fan-out source caught up");
-                    }
-                    continue;
-                }
-                // Behind: stuck only while nothing new arrives from that origin.
-                let entry = stuck
-                    .entry(origin.to_owned())
-                    .or_insert((held, Instant::now()));
-                if entry.0 != held {
-                    *entry = (held, Instant::now());
-                    continue;
-                }
-                let recently = restarted_at
-                    .get(&source.name)
-                    .is_some_and(|at| at.elapsed() < RESTART_AT_MOST_EVERY);
-                if entry.1.elapsed() >= STALL_AFTER && !recently {
-                    to_restart.push(source.name.clone());
-                }
-            }
-            if to_restart.is_empty() {
-                continue;
-            }
-            match self.restart_sources(&info.config, &to_restart).await {
-                Ok(()) => {
-                    for name in &to_restart {
-                        restarted_at.insert(name.clone(), Instant::now());
-                    }
-                    tracing::info!(sources = ?to_restart, failures, "restarted stalled fan-out sources");
-                    failures = 0;
-                }
-                Err(error) if failures == 0 => {
-                    failures += 1;
-                    tracing::warn!(%error, sources = ?to_restart, "cannot restart stalled fan-out sources yet, retrying");
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::debug!(%error, failures, "cannot restart stalled fan-out sources yet");
-                }
-            }
-        }
+    /// Every origin datacenter the fan-out stream sources, this one included.
+    pub fn origins(&self) -> &[String] {
+        &self.origins
     }
 
-    /// The origin sequence of the last interaction from `origin` this datacenter holds.
-    async fn held_from(&self, fanout: &jetstream::stream::Stream, origin: &str) -> u64 {
+    /// Where the fan-out stream stands on `origin` (zeros when it holds nothing from it).
+    pub async fn held_from(&self, origin: &str) -> Result<Held, FabricError> {
         let subject = names::fanout_from_origin(&self.dc, origin);
-        match fanout.direct_get_last_for_subject(subject).await {
-            Ok(message) => crate::origin_sequence(&message.headers).unwrap_or(0),
-            Err(_) => 0,
+        match self.fanout.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Held {
+                origin_seq: crate::origin_sequence(&message.headers).unwrap_or(0),
+                fanout_seq: message.sequence,
+            }),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(Held::default()),
+            Err(error) => Err(FabricError::new(
+                FabricErrorKind::Consume,
+                format!("reading the last interaction from {origin}"),
+                error,
+            )),
         }
     }
 
-    /// The last sequence of an origin stream, if it answers in time.
-    async fn origin_last(&self, origin_stream: &str) -> Option<u64> {
-        let asked = tokio::time::timeout(REACHABLE_WITHIN, async {
-            let mut stream = self.js.get_stream(origin_stream).await.ok()?;
-            stream
-                .info()
-                .await
-                .ok()
-                .map(|info| info.state.last_sequence)
-        });
-        asked.await.ok().flatten()
+    /// The last sequence of `origin`'s stream, if the origin answers in time.
+    pub async fn origin_last(&self, origin: &str) -> Option<u64> {
+        let stream = self
+            .js
+            .get_stream_no_info(names::origin_stream(origin))
+            .await
+            .ok()?;
+        let info = tokio::time::timeout(REACHABLE_WITHIN, stream.get_info()).await;
+        info.ok()?.ok().map(|info| info.state.last_sequence)
     }
 
-    /// Removes the named sources and puts them back: the server starts them afresh.
-    async fn restart_sources(
-        &self,
-        config: &jetstream::stream::Config,
-        names: &[String],
-    ) -> Result<(), async_nats::Error> {
-        let mut without = config.clone();
-        without.sources = config.sources.as_ref().map(|sources| {
-            sources
+    /// Reads the interaction at `seq` of `origin`'s stream by direct get (answered by the
+    /// origin's servers; no consumer, no meta leader needed).
+    pub async fn read_origin(&self, origin: &str, seq: u64) -> Result<OriginRead, FabricError> {
+        let stream = self
+            .js
+            .get_stream_no_info(names::origin_stream(origin))
+            .await
+            .map_err(|error| {
+                FabricError::new(FabricErrorKind::Consume, format!("opening {origin}"), error)
+            })?;
+        let message = match stream.direct_get(seq).await {
+            Ok(message) => message,
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {
+                return Ok(OriginRead::Skip)
+            }
+            Err(error) => {
+                return Err(FabricError::new(
+                    FabricErrorKind::Consume,
+                    format!("reading {origin} at {seq}"),
+                    error,
+                ))
+            }
+        };
+        let Some((from, video)) = names::parse_origin_subject(message.subject.as_str()) else {
+            return Ok(OriginRead::Skip);
+        };
+        let Ok(interaction) = serde_json::from_slice::<Interaction>(&message.payload) else {
+            return Ok(OriginRead::Skip);
+        };
+        if from != origin || interaction.video_id() != &video {
+            return Ok(OriginRead::Skip);
+        }
+        Ok(OriginRead::Delivery(Delivery {
+            video_id: video,
+            origin_dc: origin.to_owned(),
+            origin_seq: message.sequence,
+            payload: DeliveryPayload::from(interaction),
+        }))
+    }
+
+    /// Restarts `origin`'s source: removes it and puts it back as provisioned, so the server
+    /// starts it afresh from the last sequence the fan-out stream holds (no gap, no
+    /// duplicate). A source missing from the live config (an earlier restart removed it and
+    /// could not put it back) is put back.
+    pub async fn restart(&self, origin: &str) -> Result<(), FabricError> {
+        let update_error = |error| {
+            FabricError::new(
+                FabricErrorKind::Provision,
+                format!("restarting the fan-out source of {origin}"),
+                error,
+            )
+        };
+        let name = names::origin_stream(origin);
+        let Some(provisioned) = self.provisioned.iter().find(|source| source.name == name) else {
+            return Ok(());
+        };
+        let live = self
+            .fanout
+            .get_info()
+            .await
+            .map_err(|error| {
+                FabricError::new(
+                    FabricErrorKind::Consume,
+                    "reading the fan-out stream",
+                    error,
+                )
+            })?
+            .config;
+        let mut without = live.clone();
+        without.sources = Some(
+            live.sources
                 .iter()
-                .filter(|source| !names.contains(&source.name))
+                .flatten()
+                .filter(|source| source.name != name)
                 .cloned()
-                .collect()
-        });
-        self.js.update_stream(without).await?;
-        self.js.update_stream(config.clone()).await?;
+                .collect(),
+        );
+        if without.sources != live.sources {
+            self.js
+                .update_stream(without.clone())
+                .await
+                .map_err(update_error)?;
+        }
+        let mut with = without;
+        with.sources
+            .get_or_insert_with(Vec::new)
+            .push(provisioned.clone());
+        self.js.update_stream(with).await.map_err(update_error)?;
         Ok(())
     }
 }

@@ -220,12 +220,28 @@ impl InterestRegistry {
     }
 }
 
-/// A video's like total as one datacenter counts it, and the fan-out stream sequence of the last
-/// like counted, so that a redelivered message is never counted twice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A video's like total as one datacenter counts it, and for each origin the sequence of the
+/// last like batch counted from it. Every path that counts (the dispatch partitions and the
+/// heal bridge) reads an origin in its own order, so a batch at or below `counted[origin]` has
+/// been counted already, whoever counted it and however often it comes back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotalRecord {
     pub total: u64,
-    pub fanout_seq: u64,
+    #[serde(default)]
+    pub counted: std::collections::BTreeMap<String, u64>,
+}
+
+impl TotalRecord {
+    /// Adds `count` likes stored at `origin_seq` in `origin`'s stream unless they were counted
+    /// before; the total after it either way.
+    pub fn count(&mut self, origin: &str, origin_seq: u64, count: u64) -> u64 {
+        let counted = self.counted.entry(origin.to_owned()).or_default();
+        if origin_seq > *counted {
+            *counted = origin_seq;
+            self.total += count;
+        }
+        self.total
+    }
 }
 
 /// The like totals bucket of one datacenter.
@@ -267,11 +283,11 @@ impl Totals {
     pub async fn write(
         &self,
         video: &VideoId,
-        record: TotalRecord,
+        record: &TotalRecord,
         revision: u64,
     ) -> Result<Option<u64>, FabricError> {
         let value =
-            Bytes::from(serde_json::to_vec(&record).map_err(|error| {
+            Bytes::from(serde_json::to_vec(record).map_err(|error| {
                 FabricError::new(FabricErrorKind::Decode, "encoding total", error)
             })?);
         let outcome = if revision == 0 {
@@ -310,5 +326,20 @@ impl Totals {
             Err((true, _)) => Ok(None),
             Err((false, error)) => Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TotalRecord;
+
+    #[test]
+    fn a_like_batch_counts_once_per_origin_sequence() {
+        let mut record = TotalRecord::default();
+        assert_eq!(record.count("dc1", 1, 3), 3);
+        assert_eq!(record.count("dc2", 1, 2), 5, "origins count independently");
+        assert_eq!(record.count("dc1", 1, 3), 5, "the same batch again");
+        assert_eq!(record.count("dc1", 2, 1), 6);
+        assert_eq!(record.count("dc2", 1, 2), 6, "an older batch again");
     }
 }

@@ -126,6 +126,21 @@ pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {
     Some((origin, video))
 }
 
+/// Splits an origin subject `fanfare.events.<origin>.<video>.<kind>` into origin and video.
+pub fn parse_origin_subject(subject: &str) -> Option<(&str, VideoId)> {
+    let mut tokens = subject.split('.');
+    let (Some("fanfare"), Some("events")) = (tokens.next(), tokens.next()) else {
+        return None;
+    };
+    let origin = tokens.next()?;
+    let video = VideoId::parse(tokens.next()?).ok()?;
+    let _kind = tokens.next()?;
+    if tokens.next().is_some() {
+        return None;
+    }
+    Some((origin, video))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +161,15 @@ mod tests {
         assert_eq!(video.as_str(), "talk-1");
         assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.talk-1").is_none());
         assert!(parse_fanout_subject("fanfare.fanout.dc2.3.dc1.a.likes.b").is_none());
+    }
+
+    #[test]
+    fn origin_subject_parses_back() {
+        let video = VideoId::parse("talk-1").unwrap();
+        let subject = origin_subject("dc1", &video, Kind::Likes);
+        assert_eq!(parse_origin_subject(&subject), Some(("dc1", video)));
+        assert!(parse_origin_subject("fanfare.events.dc1.talk-1").is_none());
+        assert!(parse_origin_subject("fanfare.fanout.dc1.talk-1.likes").is_none());
     }
 
     #[test]

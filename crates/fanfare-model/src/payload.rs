@@ -109,6 +109,19 @@ pub enum DeliveryPayload {
     Comment(Comment),
 }
 
+impl From<Interaction> for DeliveryPayload {
+    /// A like batch's `total` is 0 until a dispatcher has counted it.
+    fn from(interaction: Interaction) -> Self {
+        match interaction {
+            Interaction::Likes(likes) => DeliveryPayload::Likes {
+                count: likes.count,
+                total: 0,
+            },
+            Interaction::Comment(comment) => DeliveryPayload::Comment(comment),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
     SystemTime::now()

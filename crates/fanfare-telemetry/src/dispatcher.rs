@@ -12,6 +12,8 @@ pub struct DispatcherMetrics {
     deliveries: Counter,
     batches: Counter,
     undecodable: Counter,
+    bridged: Counter,
+    bridged_deliveries: Counter,
     table_videos: Gauge,
     partitions_owned: Gauge,
     round_messages: Histogram,
@@ -26,6 +28,8 @@ impl DispatcherMetrics {
             deliveries: Counter::default(),
             batches: Counter::default(),
             undecodable: Counter::default(),
+            bridged: Counter::default(),
+            bridged_deliveries: Counter::default(),
             table_videos: Gauge::default(),
             partitions_owned: Gauge::default(),
             round_messages: Histogram::new([
@@ -64,6 +68,16 @@ impl DispatcherMetrics {
             metrics.undecodable.clone(),
         );
         prefix.register(
+            "bridged",
+            "Interactions read straight from an origin stream while the fan-out stream was stalled behind it",
+            metrics.bridged.clone(),
+        );
+        prefix.register(
+            "bridged_deliveries",
+            "Bridged interactions sent to frontends (one per frontend)",
+            metrics.bridged_deliveries.clone(),
+        );
+        prefix.register(
             "table_videos",
             "Videos in the subscription table",
             metrics.table_videos.clone(),
@@ -97,6 +111,21 @@ impl DispatcherMetrics {
         self.deliveries.inc_by(deliveries as u64);
         self.batches.inc_by(batches as u64);
         self.round_messages.observe(messages as f64);
+    }
+
+    /// One bridge send: `interactions` read from an origin stream, `unwatched` of them wanted
+    /// by no frontend, `deliveries` sent in `batches` NATS messages.
+    pub fn bridged(
+        &self,
+        interactions: usize,
+        unwatched: usize,
+        deliveries: usize,
+        batches: usize,
+    ) {
+        self.bridged.inc_by(interactions as u64);
+        self.bridged_deliveries.inc_by(deliveries as u64);
+        self.batches.inc_by(batches as u64);
+        self.unwatched.inc_by(unwatched as u64);
     }
 
     pub fn undecodable(&self, subject: &str, error: &dyn std::error::Error) {
