@@ -1,5 +1,6 @@
-//! Datacenter partitions through the chaos links: each side keeps working locally, and after
-//! the heal every viewer everywhere has everything exactly once.
+//! Datacenter partitions through the chaos links: each side keeps working with what it can
+//! reach, and after the heal every viewer everywhere has everything exactly once, with the
+//! exact like total.
 
 mod common;
 
@@ -9,25 +10,46 @@ use common::{comment, like, receive, receive_within, Received, SMALL};
 use fanfare_supervisor::LinkMode;
 use fanfare_testkit::Cluster;
 
-/// Bound on the wait for convergence after a heal. Not a performance target: after a silent
-/// cut the JetStream meta layer re-elects (the isolated server rejoins with a higher term)
-/// before stalled sources can be restarted; RELIABILITY.md has the measured times.
-const HEAL_WAIT: Duration = Duration::from_secs(90);
+/// Bound on the wait for convergence after a heal. Not the performance claim (the tests print
+/// the measured time and RELIABILITY.md has the figures): a bound so that a lost event fails
+/// the test instead of hanging it.
+const HEAL_WAIT: Duration = Duration::from_secs(45);
+
+const DATACENTERS: [&str; 3] = ["dc1", "dc2", "dc3"];
 
 /// Links refused and torn down: both sides notice at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_datacenter_serves_locally_and_catches_up_after_the_heal() {
-    isolate_dc2_then_heal(LinkMode::Reset, Duration::ZERO).await;
+    cut_then_heal(&["dc2"], LinkMode::Reset, Duration::ZERO).await;
 }
 
 /// A silent black hole held past the servers' ping-based detection (about 5.5 s with the
 /// 2 s ping interval), so the gateways and the sources really fail before the heal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_cut_longer_than_detection_loses_and_duplicates_nothing() {
-    isolate_dc2_then_heal(LinkMode::Drop, Duration::from_secs(8)).await;
+    cut_then_heal(&["dc2"], LinkMode::Drop, Duration::from_secs(8)).await;
 }
 
-async fn isolate_dc2_then_heal(mode: LinkMode, hold: Duration) {
+/// Only dc1–dc2 is cut, silently and past detection: dc3 keeps seeing both of them, and they
+/// see dc3, but not each other (gateways do not relay between two other clusters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pairwise_cut_leaves_the_third_datacenter_seeing_both() {
+    cut_then_heal(&["dc1", "dc2"], LinkMode::Drop, Duration::from_secs(8)).await;
+}
+
+/// Whether `a` and `b` can reach each other while `cut` is applied the way
+/// `Cluster::partition` applies it (one datacenter: isolated; several: every link among them).
+fn linked(cut: &[&str], a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match cut {
+        [alone] => a != *alone && b != *alone,
+        several => !(several.contains(&a) && several.contains(&b)),
+    }
+}
+
+async fn cut_then_heal(cut: &[&str], mode: LinkMode, hold: Duration) {
     let cluster = Cluster::builder()
         .dc("dc1", SMALL)
         .dc("dc2", SMALL)
@@ -35,82 +57,89 @@ async fn isolate_dc2_then_heal(mode: LinkMode, hold: Duration) {
         .start()
         .await
         .expect("cluster starts");
-    let datacenters = ["dc1", "dc2", "dc3"];
     let mut viewers = Vec::new();
-    for dc in datacenters {
+    for dc in DATACENTERS {
         let frontend = format!("{dc}-fe1");
         viewers.push(cluster.watch(&frontend, "match").await.unwrap());
     }
 
-    cluster.partition(&["dc2"], mode);
-    let mut published = Vec::new();
+    cluster.partition(cut, mode);
+    // (comment id, origin) of everything published during the cut, 3 rounds per datacenter.
+    let mut published: Vec<(String, &str)> = Vec::new();
     let mut likes = 0;
     for round in 0..3 {
-        for dc in datacenters {
+        for dc in DATACENTERS {
             let frontend = cluster.frontend(&format!("{dc}-fe1"));
-            published.push(
-                comment(&frontend, "match", &format!("{dc} #{round}"))
-                    .await
-                    .unwrap(),
-            );
+            let id = comment(&frontend, "match", &format!("{dc} #{round}"))
+                .await
+                .unwrap();
+            published.push((id, dc));
             like(&frontend, "match", dc).await.unwrap();
             likes += 1;
         }
     }
 
-    // During the cut: dc2 sees only its own events, dc1 and dc3 see each other's.
+    // During the cut: each datacenter sees exactly what it can reach.
     let mut during: Vec<Received> = Vec::new();
-    for (index, viewer) in viewers.iter_mut().enumerate() {
-        let (expected_likes, expected_comments) = if index == 1 { (3, 3) } else { (6, 6) };
-        during.push(receive(viewer, expected_likes, expected_comments).await);
-    }
-    let origins = |received: &Received| {
-        let mut origins: Vec<String> = received
+    for (viewer, dc) in viewers.iter_mut().zip(DATACENTERS) {
+        let reachable: Vec<&str> = DATACENTERS
+            .into_iter()
+            .filter(|origin| linked(cut, dc, origin))
+            .collect();
+        let expected = 3 * reachable.len();
+        let received = receive(viewer, expected as u64, expected).await;
+        let mut origins: Vec<&str> = received
             .comments
             .iter()
-            .map(|comment| comment["origin_dc"].as_str().unwrap_or_default().to_owned())
+            .map(|comment| comment["origin_dc"].as_str().unwrap_or_default())
             .collect();
         origins.sort();
         origins.dedup();
-        origins
-    };
-    assert_eq!(
-        origins(&during[1]),
-        ["dc2"],
-        "dc2 got only its own comments during the cut"
-    );
-    assert_eq!((during[1].likes, during[1].comment_ids.len()), (3, 3));
-    for index in [0, 2] {
-        assert_eq!(origins(&during[index]), ["dc1", "dc3"]);
         assert_eq!(
-            (during[index].likes, during[index].comment_ids.len()),
-            (6, 6)
+            origins, reachable,
+            "{dc} sees what it can reach during the cut"
         );
+        assert_eq!(
+            (received.likes, received.comment_ids.len()),
+            (expected as u64, expected),
+            "{dc} during the cut"
+        );
+        assert!(!received.has_duplicate_comment(), "{dc} during the cut");
+        during.push(received);
     }
 
     // Hold the cut (a fixed duration is the point here, not a wait for a condition).
     tokio::time::sleep(hold).await;
     cluster.heal();
-    for (index, viewer) in viewers.iter_mut().enumerate() {
-        let missing_likes = likes - during[index].likes;
-        let missing_comments = published.len() - during[index].comment_ids.len();
-        let after = receive_within(viewer, missing_likes, missing_comments, HEAL_WAIT).await;
-        let dc = datacenters[index];
-        let mut all_ids: Vec<String> = during[index].comment_ids.clone();
-        all_ids.extend(after.comment_ids.iter().cloned());
-        let mut sorted = all_ids.clone();
-        sorted.sort();
-        let mut expected = published.clone();
+    let catch_up = viewers.iter_mut().zip(&during).map(|(viewer, during)| {
+        let missing_likes = likes - during.likes;
+        let missing_comments = published.len() - during.comment_ids.len();
+        receive_within(viewer, missing_likes, missing_comments, HEAL_WAIT)
+    });
+    let after = futures::future::join_all(catch_up).await;
+    for ((dc, during), after) in DATACENTERS.into_iter().zip(&during).zip(&after) {
+        let mut all_ids: Vec<&String> = during.comment_ids.iter().collect();
+        all_ids.extend(&after.comment_ids);
+        all_ids.sort();
+        let mut expected: Vec<&String> = published.iter().map(|(id, _)| id).collect();
         expected.sort();
-        assert_eq!(sorted, expected, "{dc}: every comment exactly once");
+        assert_eq!(all_ids, expected, "{dc}: every comment exactly once");
         assert_eq!(
-            during[index].likes + after.likes,
+            during.likes + after.likes,
             likes,
             "{dc}: every like exactly once"
         );
-        assert_eq!(
-            after.last_total, likes,
-            "{dc}: the like total is exact again"
+        let total = if after.likes > 0 {
+            after.last_total
+        } else {
+            during.last_total
+        };
+        assert_eq!(total, likes, "{dc}: the like total is exact again");
+        eprintln!(
+            "{dc}: {} comments and {} likes arrived {:?} after the heal",
+            after.comment_ids.len(),
+            after.likes,
+            after.complete_after
         );
     }
     tokio::time::timeout(Duration::from_secs(60), cluster.stop())

@@ -91,6 +91,8 @@ pub struct Received {
     pub comment_ids: Vec<String>,
     pub comments: Vec<Value>,
     pub other: Vec<SseEvent>,
+    /// How long the expected events took to arrive (set by [`receive_within`]).
+    pub complete_after: Duration,
 }
 
 impl Received {
@@ -134,15 +136,20 @@ pub async fn receive_within(
     comments: usize,
     wait: Duration,
 ) -> Received {
+    let started = std::time::Instant::now();
     let (mut events, _) = viewer
         .collect_until(wait, |events| {
             let received = Received::of(events);
             received.likes >= likes && received.comment_ids.len() >= comments
         })
         .await;
+    let complete_after = started.elapsed();
     let (extra, _) = viewer.collect_until(QUIET, |_| false).await;
     events.extend(extra);
-    Received::of(&events)
+    Received {
+        complete_after,
+        ..Received::of(&events)
+    }
 }
 
 pub async fn open(url: &str) -> SseStream {
