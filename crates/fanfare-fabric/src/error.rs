@@ -15,8 +15,12 @@ pub enum FabricErrorKind {
     Connect,
     /// Creating or updating a stream, consumer or bucket failed.
     Provision,
-    /// A publish was not acknowledged by the stream.
+    /// A publish was refused, or could not be sent: the interaction is not stored.
     Publish,
+    /// A publish was sent but not acknowledged in time: it may still be stored (the client
+    /// sends what it buffered once it reconnects), so the publisher must be told the outcome
+    /// is unknown rather than that it failed.
+    PublishOutcomeUnknown,
     /// Reading or writing a key-value bucket failed.
     KeyValue,
     /// Consuming a stream failed.
@@ -35,6 +39,15 @@ impl FabricError {
             kind,
             context: context.into(),
             source: Some(source.into()),
+        }
+    }
+
+    /// An error with no underlying cause beyond `context`.
+    pub fn plain(kind: FabricErrorKind, context: impl Into<String>) -> Self {
+        Self {
+            kind,
+            context: context.into(),
+            source: None,
         }
     }
 

@@ -14,6 +14,10 @@ pub struct StoredAt {
 /// Stores `interaction` in the origin stream of `dc` and waits for the acknowledgement, so the
 /// caller may tell its publisher the interaction is durable. `message_id` de-duplicates retries
 /// within the stream's duplicate window.
+///
+/// Nothing is sent while the client is disconnected: the client would buffer it and send it
+/// after reconnecting, long after the publisher was answered. Only a publish sent and then not
+/// acknowledged in time is [`FabricErrorKind::PublishOutcomeUnknown`].
 pub async fn publish_interaction(
     js: &jetstream::Context,
     dc: &str,
@@ -24,6 +28,12 @@ pub async fn publish_interaction(
     let payload = serde_json::to_vec(interaction).map_err(|error| {
         FabricError::new(FabricErrorKind::Decode, "encoding interaction", error)
     })?;
+    if js.client().connection_state() != async_nats::connection::State::Connected {
+        return Err(FabricError::plain(
+            FabricErrorKind::Publish,
+            "not connected to the datacenter's nats servers; nothing sent",
+        ));
+    }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     let ack_future = js
@@ -33,11 +43,17 @@ pub async fn publish_interaction(
             FabricError::new(FabricErrorKind::Publish, "publishing interaction", error)
         })?;
     let ack = ack_future.await.map_err(|error| {
-        FabricError::new(
-            FabricErrorKind::Publish,
-            "waiting for the stream's ack",
-            error,
-        )
+        use jetstream::context::PublishErrorKind as Ack;
+        let kind = match error.kind() {
+            // The server answered (or nothing listens): not stored.
+            Ack::StreamNotFound
+            | Ack::WrongLastMessageId
+            | Ack::WrongLastSequence
+            | Ack::MaxPayloadExceeded => FabricErrorKind::Publish,
+            // Sent, and no answer came back: it may be stored.
+            _ => FabricErrorKind::PublishOutcomeUnknown,
+        };
+        FabricError::new(kind, "waiting for the stream's ack", error)
     })?;
     Ok(StoredAt {
         seq: ack.sequence,

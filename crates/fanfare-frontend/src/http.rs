@@ -210,7 +210,7 @@ async fn publish_like(
             Ok(Ok(_seq)) => Ok(video),
             Ok(Err(error)) => {
                 shared.metrics.publish_failed(&*error);
-                Err(ApiError::Unavailable)
+                Err(ApiError::from(&*error))
             }
             Err(_) => Err(ApiError::Unavailable),
         }
@@ -261,7 +261,7 @@ async fn publish_comment(
             .await
             .map_err(|error| {
                 shared.metrics.publish_failed(&error);
-                ApiError::Unavailable
+                ApiError::from(&error)
             })?;
         Ok((video, Some(comment_id)))
     }
@@ -291,7 +291,9 @@ fn respond(
         }
         Err(error) => {
             let outcome = match error {
-                ApiError::Unavailable | ApiError::Overloaded => PublishOutcome::Unavailable,
+                ApiError::Unavailable | ApiError::Overloaded | ApiError::OutcomeUnknown => {
+                    PublishOutcome::Unavailable
+                }
                 _ => PublishOutcome::Rejected,
             };
             shared.metrics.published(kind, outcome, seconds);

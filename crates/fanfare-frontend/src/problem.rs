@@ -21,8 +21,10 @@ pub enum ApiError {
     NotAcceptable,
     #[error("too many pending requests, retry shortly")]
     Overloaded,
-    #[error("cannot store the interaction right now")]
+    #[error("cannot store the interaction right now; it was not stored")]
     Unavailable,
+    #[error("the interaction was sent but not acknowledged in time: it may or may not be stored (retry a comment with the same Idempotency-Key to find out)")]
+    OutcomeUnknown,
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -77,12 +79,27 @@ impl ApiError {
                 "unavailable",
                 "Service unavailable",
             ),
+            ApiError::OutcomeUnknown => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome-unknown",
+                "Outcome unknown",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
             ),
+        }
+    }
+}
+
+impl From<&fanfare_fabric::FabricError> for ApiError {
+    /// A failed publish: unknown outcome when it was sent and not acknowledged, else not stored.
+    fn from(error: &fanfare_fabric::FabricError) -> Self {
+        match error.kind() {
+            fanfare_fabric::FabricErrorKind::PublishOutcomeUnknown => ApiError::OutcomeUnknown,
+            _ => ApiError::Unavailable,
         }
     }
 }
@@ -102,7 +119,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
