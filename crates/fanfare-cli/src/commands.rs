@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -94,6 +95,40 @@ enum ChaosSubcommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish and watch under seeded chaos for a while, then check that every viewer got
+    /// every accepted comment once and in order, and the exact like total. Exits 1 if not.
+    Soak(SoakArgs),
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// How long to publish and break things (e.g. 5m, 90s, 1m30s).
+    #[arg(long, default_value = "5m", value_parser = fanfare_soak::parse_duration)]
+    duration: Duration,
+    /// Seed of every chaos action and its timing (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Videos watched and published to.
+    #[arg(long, default_value_t = 3)]
+    videos: usize,
+    /// SSE viewers opened on each frontend.
+    #[arg(long, default_value_t = 2)]
+    viewers_per_frontend: usize,
+    /// Comments per second, per datacenter.
+    #[arg(long, default_value_t = 5.0)]
+    comments_per_sec: f64,
+    /// Likes per second, per datacenter.
+    #[arg(long, default_value_t = 10.0)]
+    likes_per_sec: f64,
+    /// Mean time between chaos actions (±25 %); 0s for none.
+    #[arg(long, default_value = "20s", value_parser = fanfare_soak::parse_duration)]
+    chaos_every: Duration,
+    /// How long to wait at the end for everything to arrive.
+    #[arg(long, default_value = "60s", value_parser = fanfare_soak::parse_duration)]
+    settle: Duration,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -254,6 +289,7 @@ async fn chaos(
     let project_root = std::env::current_dir().context("reading the current directory")?;
     let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&project_root, topology));
     let (request, json) = match command {
+        ChaosSubcommand::Soak(args) => return soak(run_dir, topology, args).await,
         ChaosSubcommand::Partition { datacenters, mode } => {
             let mode = match mode {
                 CutMode::Reset => LinkMode::Reset,
@@ -275,6 +311,43 @@ async fn chaos(
         print_status(&status);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fanfare chaos soak`: the run itself is `fanfare_soak::run`; this only builds its options,
+/// prints the report and turns the verdict into the exit code.
+async fn soak(run_dir: PathBuf, topology: &Path, args: SoakArgs) -> anyhow::Result<ExitCode> {
+    let loaded = Topology::load(topology)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = args.seed.unwrap_or(now.as_nanos() as u64);
+    // Unique per run even for the same seed: a rerun must not see the last run's comments.
+    let run_tag = format!("{:x}", now.as_millis() % (1 << 40));
+    let mut options = fanfare_soak::SoakOptions::new(loaded, run_dir, seed, run_tag);
+    options.duration = args.duration;
+    options.videos = args.videos;
+    options.viewers_per_frontend = args.viewers_per_frontend;
+    options.comments_per_sec = args.comments_per_sec;
+    options.likes_per_sec = args.likes_per_sec;
+    options.chaos_every = args.chaos_every;
+    options.settle = args.settle;
+    options.progress = true;
+    eprintln!(
+        "soak: seed {seed}, {:?} of chaos every ~{:?}, then up to {:?} to settle",
+        args.duration, args.chaos_every, args.settle
+    );
+    let shutdown = shutdown_on_signals()?;
+    let report = fanfare_soak::run(options, shutdown).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_status(status: &serde_json::Value) {

@@ -1,4 +1,4 @@
-//! Server-Sent Events client for end-to-end tests.
+//! Server-Sent Events client: a viewer, as a browser's `EventSource` would be.
 //!
 //! [`SseParser`] is a pure, incremental parser following the WHATWG HTML
 //! "server-sent events" interpretation rules (the ones `EventSource` uses):

@@ -1,10 +1,10 @@
-//! Plain HTTP/1.1 client for end-to-end tests.
+//! Plain HTTP/1.1 client: publishing to frontends, reading node endpoints.
 //!
 //! A thin layer over one shared, lazily created [`hyper_util`] legacy
 //! [`Client`] with an [`HttpConnector`]: every request really goes over a TCP
 //! socket to the server under test, and every call (connect, request, headers
 //! and the whole body) is bounded by [`REQUEST_TIMEOUT`], so a hung server
-//! fails the test with [`HttpError::Timeout`] instead of hanging it.
+//! fails the call with [`HttpError::Timeout`] instead of hanging its caller.
 //!
 //! Idle connections are not pooled: each `#[tokio::test]` runs its own
 //! runtime, and a pooled connection whose driver task lived on a runtime that
@@ -162,8 +162,8 @@ pub async fn request(
     request_within(REQUEST_TIMEOUT, method, url, headers, body).await
 }
 
-/// [`request`] with an explicit bound, so tests need not wait 10 s.
-async fn request_within(
+/// [`request`] with an explicit bound instead of [`REQUEST_TIMEOUT`].
+pub async fn request_within(
     limit: Duration,
     method: &str,
     url: &str,
