@@ -122,6 +122,48 @@ async fn a_viewer_resumes_across_datacenters_during_a_partition() {
     cluster.stop().await;
 }
 
+/// Right after a heal, viewers get what they missed from the dispatchers' bridge while the
+/// fan-out stream is still catching up (several seconds). A viewer that resumes in that window
+/// is replayed those comments from the origin stream: nothing it missed is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
+    let cluster = Cluster::builder()
+        .dc("dc1", SMALL)
+        .dc("dc2", SMALL)
+        .start()
+        .await
+        .expect("cluster starts");
+    let dc1 = cluster.frontend("dc1-fe1");
+    let mut leaver = cluster.watch("dc2-fe1", "heal").await.unwrap();
+    let mut witness = cluster.watch("dc2-fe1", "heal").await.unwrap();
+    let first = comment(&dc1, "heal", "first").await.unwrap();
+    assert_eq!(receive(&mut leaver, 0, 1).await.comment_ids, [first]);
+    let last_id = leaver.last_event_id().unwrap().to_owned();
+    drop(leaver);
+
+    // Silent, and past the servers' detection, so dc2's source of dc1 really fails.
+    cluster.partition(&["dc2"], LinkMode::Drop);
+    let mut missed = Vec::new();
+    for index in 0..3 {
+        missed.push(
+            comment(&dc1, "heal", &format!("missed {index}"))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cluster.heal();
+    let healed = std::time::Instant::now();
+    let witnessed = common::receive_within(&mut witness, 0, 4, Duration::from_secs(45)).await;
+    assert_eq!(witnessed.comment_ids, [&[first][..], &missed].concat());
+
+    let mut back = resume(&cluster.events_url("dc2-fe1", "heal"), &last_id).await;
+    let resumed = receive(&mut back, 0, missed.len()).await;
+    eprintln!("resumed {:?} after the heal", healed.elapsed());
+    assert_eq!(resumed.comment_ids, missed, "every missed comment, once, in order");
+    cluster.stop().await;
+}
+
 /// A position older than the retention window gets an explicit `reset` event, then the live
 /// stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

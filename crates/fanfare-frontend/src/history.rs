@@ -5,11 +5,16 @@
 
 use async_nats::jetstream;
 use fanfare_fabric::{origin_sequence, FabricError, FabricErrorKind, Totals};
-use fanfare_model::{names, Comment, Interaction, Position, VideoId};
+use fanfare_model::names::{self, Kind};
+use fanfare_model::{Comment, Interaction, Position, VideoId};
+
+/// Bound on one read from another datacenter's origin stream during a resume.
+const ORIGIN_READ_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Reader of one datacenter's fan-out stream.
 #[derive(Clone)]
 pub(crate) struct History {
+    js: jetstream::Context,
     dc: String,
     fanout: jetstream::stream::Stream,
     /// Every origin datacenter, from the fan-out stream's sources.
@@ -61,6 +66,7 @@ impl History {
             .collect();
         let totals = Totals::open(js, dc).await?;
         Ok(Self {
+            js: js.clone(),
             dc: dc.to_owned(),
             fanout,
             origins,
@@ -141,9 +147,73 @@ impl History {
                     comment,
                 });
             }
+            if known.seq(origin) > after {
+                let bridged = self.bridged_comments(video, origin, after, known).await?;
+                if replayed.len() + bridged.len() > limit {
+                    return Ok(Replay::TooOld);
+                }
+                replayed.extend(bridged);
+            }
         }
         replayed.sort_by_key(|item| item.fanout_seq);
         Ok(Replay::Comments(replayed))
+    }
+
+    /// Comments this frontend delivered from `origin` that the fan-out stream does not hold
+    /// yet: right after a heal, the dispatchers' bridge sends them straight from the origin
+    /// stream while the fan-out stream's source is still being restarted. They are read from
+    /// the origin stream too, after `after` and up to what the viewers here have seen.
+    async fn bridged_comments(
+        &self,
+        video: &VideoId,
+        origin: &str,
+        after: u64,
+        known: &Position,
+    ) -> Result<Vec<Replayed>, FabricError> {
+        let held = match self
+            .fanout
+            .direct_get_last_for_subject(names::fanout_from_origin(&self.dc, origin))
+            .await
+        {
+            Ok(message) => origin_sequence(&message.headers).unwrap_or(0),
+            Err(error) if is_not_found(&error) => 0,
+            Err(error) => return Err(read_error(format!("replaying {video}"), error)),
+        };
+        let up_to = known.seq(origin);
+        if up_to <= held {
+            return Ok(Vec::new());
+        }
+        let stream = self
+            .js
+            .get_stream_no_info(names::origin_stream(origin))
+            .await
+            .map_err(|error| read_error(format!("replaying {video}"), error))?;
+        let subject = names::origin_subject(origin, video, Kind::Comment);
+        let mut bridged = Vec::new();
+        let mut next = held.max(after) + 1;
+        while next <= up_to {
+            let read = stream.direct_get_next_for_subject(subject.as_str(), Some(next));
+            let message = match tokio::time::timeout(ORIGIN_READ_WITHIN, read).await {
+                Ok(Ok(message)) if message.sequence <= up_to => message,
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) if is_not_found(&error) => break,
+                Ok(Err(error)) => return Err(read_error(format!("replaying {video}"), error)),
+                Err(elapsed) => return Err(read_error(format!("replaying {video}"), elapsed)),
+            };
+            next = message.sequence + 1;
+            let Ok(Interaction::Comment(comment)) = serde_json::from_slice(&message.payload)
+            else {
+                continue;
+            };
+            bridged.push(Replayed {
+                origin: origin.to_owned(),
+                origin_seq: message.sequence,
+                // After everything the fan-out stream holds, in origin order.
+                fanout_seq: u64::MAX,
+                comment,
+            });
+        }
+        Ok(bridged)
     }
 
     async fn first_retained_seq(&self) -> Result<u64, FabricError> {

@@ -1,8 +1,9 @@
 //! Publishers: per datacenter, comments and likes at fixed rates to that datacenter's running
 //! frontends, round-robin, each on a random video.
 //!
-//! A comment carries an `Idempotency-Key`. When its outcome is unknown (a timeout, a
-//! connection cut after the request went out), it is sent again with the same key, so the
+//! A comment carries an `Idempotency-Key`. When its outcome is unknown (a 504
+//! `outcome-unknown`, a timeout, a connection cut after the request went out), it is sent
+//! again with the same key, so the
 //! ambiguity is resolved by the server rather than guessed: a 202 on any try means stored
 //! once. An answer that says "not stored" (an error status, a refused connection) ends it as
 //! rejected, unless an earlier try was ambiguous, which leaves it unknown.
@@ -59,6 +60,8 @@ enum Attempt {
 fn classify(result: Result<http::HttpResponse, HttpError>) -> Attempt {
     match result {
         Ok(response) if matches!(response.status, 200 | 202) => Attempt::Accepted,
+        // Sent to the stream, not acknowledged: it may be stored.
+        Ok(response) if response.status == 504 => Attempt::Ambiguous,
         Ok(_) => Attempt::Refused,
         Err(HttpError::Client(error)) if error.is_connect() => Attempt::Refused,
         Err(HttpError::Client(_) | HttpError::Timeout | HttpError::Body(_)) => Attempt::Ambiguous,
