@@ -137,7 +137,10 @@ async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
     let mut leaver = cluster.watch("dc2-fe1", "heal").await.unwrap();
     let mut witness = cluster.watch("dc2-fe1", "heal").await.unwrap();
     let first = comment(&dc1, "heal", "first").await.unwrap();
-    assert_eq!(receive(&mut leaver, 0, 1).await.comment_ids, [first]);
+    assert_eq!(
+        receive(&mut leaver, 0, 1).await.comment_ids,
+        [first.clone()]
+    );
     let last_id = leaver.last_event_id().unwrap().to_owned();
     drop(leaver);
 
@@ -155,12 +158,18 @@ async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
     cluster.heal();
     let healed = std::time::Instant::now();
     let witnessed = common::receive_within(&mut witness, 0, 4, Duration::from_secs(45)).await;
-    assert_eq!(witnessed.comment_ids, [&[first][..], &missed].concat());
+    assert_eq!(
+        witnessed.comment_ids,
+        [vec![first], missed.clone()].concat()
+    );
 
     let mut back = resume(&cluster.events_url("dc2-fe1", "heal"), &last_id).await;
     let resumed = receive(&mut back, 0, missed.len()).await;
     eprintln!("resumed {:?} after the heal", healed.elapsed());
-    assert_eq!(resumed.comment_ids, missed, "every missed comment, once, in order");
+    assert_eq!(
+        resumed.comment_ids, missed,
+        "every missed comment, once, in order"
+    );
     cluster.stop().await;
 }
 

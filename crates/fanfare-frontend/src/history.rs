@@ -201,8 +201,7 @@ impl History {
                 Err(elapsed) => return Err(read_error(format!("replaying {video}"), elapsed)),
             };
             next = message.sequence + 1;
-            let Ok(Interaction::Comment(comment)) = serde_json::from_slice(&message.payload)
-            else {
+            let Ok(Interaction::Comment(comment)) = serde_json::from_slice(&message.payload) else {
                 continue;
             };
             bridged.push(Replayed {
