@@ -117,13 +117,7 @@ pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {
     else {
         return None;
     };
-    let origin = tokens.next()?;
-    let video = VideoId::parse(tokens.next()?).ok()?;
-    let _kind = tokens.next()?;
-    if tokens.next().is_some() {
-        return None;
-    }
-    Some((origin, video))
+    origin_video_kind(tokens)
 }
 
 /// Splits an origin subject `fanfare.events.<origin>.<video>.<kind>` into origin and video.
@@ -132,6 +126,12 @@ pub fn parse_origin_subject(subject: &str) -> Option<(&str, VideoId)> {
     let (Some("fanfare"), Some("events")) = (tokens.next(), tokens.next()) else {
         return None;
     };
+    origin_video_kind(tokens)
+}
+
+/// The last three tokens of an interaction subject, `<origin>.<video>.<kind>`, and nothing
+/// after them.
+fn origin_video_kind<'a>(mut tokens: std::str::Split<'a, char>) -> Option<(&'a str, VideoId)> {
     let origin = tokens.next()?;
     let video = VideoId::parse(tokens.next()?).ok()?;
     let _kind = tokens.next()?;
