@@ -211,6 +211,26 @@ async fn fanfare_up_serves_the_default_topology_and_leaves_nothing_on_sigterm() 
     );
     assert_eq!(received.last_total, 1);
 
+    // `fanfare publish` finds dc3's frontend in the topology and prints the answer.
+    let published = fanfare(&[
+        "publish",
+        "--dc",
+        "dc3",
+        "comment",
+        "up-test",
+        "from the command line",
+    ]);
+    assert!(published.status.success(), "{published:?}");
+    let answer = String::from_utf8_lossy(&published.stdout);
+    assert!(answer.starts_with("202 "), "{answer}");
+    let received = receive(&mut viewer, 0, 1).await;
+    assert_eq!(received.comments.len(), 1, "the dc2 viewer got it, once");
+    assert_eq!(received.comments[0]["text"], "from the command line");
+    assert_eq!(received.comments[0]["origin_dc"], "dc3");
+    let refused = fanfare(&["publish", "like", "a.b"]);
+    assert!(!refused.status.success(), "an invalid video id fails");
+    assert!(String::from_utf8_lossy(&refused.stdout).starts_with("400 "));
+
     // Chaos through the command line, against this running topology.
     let run_dir_arg = run_dir.to_str().unwrap();
     let chaos = |args: &[&str]| -> serde_json::Value {

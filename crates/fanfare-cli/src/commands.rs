@@ -61,6 +61,20 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Post likes or a comment to a frontend, as a client would, and print the answers.
+    Publish {
+        /// Topology file whose frontends to use.
+        #[arg(long, global = true, default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        /// Datacenter whose first frontend takes the request.
+        #[arg(long, global = true, default_value = "dc1")]
+        dc: String,
+        /// A frontend's base URL, instead of one from the topology.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(subcommand)]
+        what: PublishWhat,
+    },
     /// Break a running `fanfare up` on purpose: cut links, kill and restart nodes.
     Chaos {
         /// Run directory of the `fanfare up` to act on (default .fanfare/run/<topology>).
@@ -71,6 +85,28 @@ enum Command {
         topology: PathBuf,
         #[command(subcommand)]
         command: ChaosSubcommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PublishWhat {
+    /// `count` likes, one request each.
+    Like {
+        video: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value = "cli")]
+        user: String,
+    },
+    /// One comment.
+    Comment {
+        video: String,
+        text: String,
+        #[arg(long, default_value = "cli")]
+        user: String,
+        /// Retrying with the same key stores the comment once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -178,6 +214,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command,
         } => chaos(run_dir, &topology, command).await,
         Command::Provision { topology } => provision(&topology).await,
+        Command::Publish {
+            topology,
+            dc,
+            url,
+            what,
+        } => publish(&topology, &dc, url, what).await,
         Command::Frontend { config } => {
             let settings: fanfare_frontend::Settings =
                 settings::load(&config, "FANFARE_FRONTEND", settings::process_env())?;
@@ -205,6 +247,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `fanfare publish`: prints each answer's body; exits 1 at the first one that is not 2xx.
+async fn publish(
+    topology: &Path,
+    dc: &str,
+    url: Option<String>,
+    what: PublishWhat,
+) -> anyhow::Result<ExitCode> {
+    let base = match url {
+        Some(url) => url,
+        None => {
+            let endpoints = Topology::load(topology)?.endpoints();
+            endpoints
+                .datacenters
+                .into_iter()
+                .find(|datacenter| datacenter.name == dc)
+                .with_context(|| format!("{}: no datacenter {dc}", topology.display()))?
+                .frontends
+                .into_iter()
+                .next()
+                .with_context(|| format!("{}: {dc} has no frontend", topology.display()))?
+                .url
+        }
+    };
+    let base = base.trim_end_matches('/');
+    let requests: Vec<(String, serde_json::Value, Option<String>)> = match what {
+        PublishWhat::Like { video, count, user } => (0..count)
+            .map(|_| {
+                let url = format!("{base}/v1/videos/{video}/likes");
+                (url, serde_json::json!({ "user_id": user }), None)
+            })
+            .collect(),
+        PublishWhat::Comment {
+            video,
+            text,
+            user,
+            idempotency_key,
+        } => vec![(
+            format!("{base}/v1/videos/{video}/comments"),
+            serde_json::json!({ "user_id": user, "text": text }),
+            idempotency_key,
+        )],
+    };
+    for (url, body, key) in requests {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(key) = &key {
+            headers.push(("idempotency-key", key.as_str()));
+        }
+        let response =
+            fanfare_client::http::request("POST", &url, &headers, body.to_string().into())
+                .await
+                .with_context(|| format!("POST {url}"))?;
+        println!("{} {}", response.status, response.text().trim_end());
+        if !(200..300).contains(&response.status) {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM.
