@@ -13,10 +13,11 @@ use fanfare_model::{
     sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
     COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
 };
-use fanfare_telemetry::{PublishKind, PublishOutcome};
+use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::ingest::{PendingLike, QueueError};
 use crate::problem::ApiError;
@@ -189,8 +190,10 @@ async fn publish_like(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let span = spans::publish(PublishKind::Like);
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
+        spans::record_video(&tracing::Span::current(), video.as_str());
         let request: LikeRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
@@ -198,6 +201,7 @@ async fn publish_like(
         let pending = PendingLike {
             video: video.clone(),
             reply,
+            cause: spans::TraceCause::current(),
         };
         shared
             .likes
@@ -215,6 +219,7 @@ async fn publish_like(
             Err(_) => Err(ApiError::Unavailable),
         }
     }
+    .instrument(span)
     .await;
     respond(
         &shared,
@@ -232,8 +237,10 @@ async fn publish_comment(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let span = spans::publish(PublishKind::Comment);
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
+        spans::record_video(&tracing::Span::current(), video.as_str());
         let request: CommentRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
@@ -265,6 +272,7 @@ async fn publish_comment(
             })?;
         Ok((video, Some(comment_id)))
     }
+    .instrument(span)
     .await;
     respond(&shared, PublishKind::Comment, started, outcome)
 }
