@@ -207,9 +207,10 @@ impl HttpClient for RuntimeHttpClient {
             let body = body.collect().await?.to_bytes();
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
+        // The timer too must be made inside the runtime: this caller is not.
         let bounded = self
             .runtime
-            .spawn(tokio::time::timeout(EXPORT_TIMEOUT, exchange));
+            .spawn(async move { tokio::time::timeout(EXPORT_TIMEOUT, exchange).await });
         match bounded.await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(format!("no answer within {EXPORT_TIMEOUT:?}").into()),
