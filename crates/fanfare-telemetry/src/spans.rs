@@ -186,3 +186,28 @@ impl Injector for CapturedTraceparent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_traceparent_is_read_only_while_export_is_on() {
+        // Off is the state of every process until a node installs the export layer.
+        if !enabled() {
+            assert!(TraceCause::from_traceparent(Some(SAMPLED)).is_none());
+            assert!(current_traceparent().is_none());
+            assert!(publish(PublishKind::Comment).is_disabled());
+        }
+        crate::traces::mark_enabled();
+        let cause = TraceCause::from_traceparent(Some(SAMPLED)).expect("well formed");
+        assert_eq!(
+            cause.0.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(TraceCause::from_traceparent(Some("00-garbage")).is_none());
+        assert!(TraceCause::from_traceparent(None).is_none());
+    }
+}
