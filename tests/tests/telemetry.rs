@@ -1,6 +1,6 @@
 //! Trace export end to end: real nodes post OTLP/HTTP to a receiver inside the test, and one
 //! comment's trace runs from the dc1 frontend that stored it, through a dc2 dispatcher, to the
-//! dc2 frontend that handed it to its viewer.
+//! dc2 frontend that handed it to its viewer; a like's runs through its group commit.
 
 mod common;
 
@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::{comment, receive, SMALL, WAIT};
+use common::{comment, like, receive, SMALL, WAIT};
 use fanfare_testkit::{wait, Cluster};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -123,20 +123,35 @@ struct CommentTrace {
     batch: ReceivedSpan,
 }
 
-fn find_comment_trace(spans: &[ReceivedSpan], video: &str) -> Option<CommentTrace> {
-    let publish = spans.iter().find(|span| {
+/// The dc1 frontend's `publish` span of `kind` (`comment` or `like`) for `video`.
+fn find_publish<'a>(
+    spans: &'a [ReceivedSpan],
+    kind: &str,
+    video: &str,
+) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|span| {
         span.service == "fanfare-frontend"
             && span.dc == "dc1"
             && span.name == "publish"
+            && span.values.iter().any(|value| value == kind)
             && span.values.iter().any(|value| value == video)
-    })?;
-    // The round continues the publish's trace (one interaction) or links to it (several).
-    let round = spans.iter().find(|span| {
+    })
+}
+
+/// A dc2 dispatcher's round that continues `cause`'s trace (a round of one interaction) or
+/// links to it (several).
+fn find_round<'a>(spans: &'a [ReceivedSpan], cause: &ReceivedSpan) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|span| {
         span.service == "fanfare-dispatcher"
             && span.dc == "dc2"
             && span.name == "dispatch_round"
-            && (span.trace_id == publish.trace_id || span.linked_traces.contains(&publish.trace_id))
-    })?;
+            && (span.trace_id == cause.trace_id || span.linked_traces.contains(&cause.trace_id))
+    })
+}
+
+fn find_comment_trace(spans: &[ReceivedSpan], video: &str) -> Option<CommentTrace> {
+    let publish = find_publish(spans, "comment", video)?;
+    let round = find_round(spans, publish)?;
     let batch = spans.iter().find(|span| {
         span.service == "fanfare-frontend"
             && span.dc == "dc2"
@@ -150,17 +165,29 @@ fn find_comment_trace(spans: &[ReceivedSpan], video: &str) -> Option<CommentTrac
     })
 }
 
+/// A like's way: its request, the group commit that stored it, a dc2 round.
+fn find_like_trace(spans: &[ReceivedSpan], video: &str) -> Option<(ReceivedSpan, ReceivedSpan)> {
+    let publish = find_publish(spans, "like", video)?;
+    let commit = spans.iter().find(|span| {
+        span.name == "commit_likes" && span.dc == "dc1" && span.trace_id == publish.trace_id
+    })?;
+    find_round(spans, commit)?;
+    Some((publish.clone(), commit.clone()))
+}
+
 /// A comment published in dc1 and received by a viewer in dc2 leaves one trace: the dc1
 /// frontend's publish span, a dc2 dispatcher's round (its child, or linked to it), and the
-/// dc2 frontend's batch span (the round's child). No span names the user or the text.
+/// dc2 frontend's batch span (the round's child). A like's request span is the parent of the
+/// group commit that stored it, which a dc2 round continues. No span names the user or the
+/// text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_comment_from_dc1_to_a_viewer_in_dc2_is_one_trace() {
-    tokio::time::timeout(TEST_TIMEOUT, comment_is_one_trace())
+async fn a_comment_and_a_like_from_dc1_to_a_viewer_in_dc2_are_each_one_trace() {
+    tokio::time::timeout(TEST_TIMEOUT, interactions_are_traced())
         .await
         .expect("the test finishes within its bound");
 }
 
-async fn comment_is_one_trace() {
+async fn interactions_are_traced() {
     let (collector, spans) = start_receiver().await;
     let endpoint = collector.clone();
     let cluster = Cluster::builder()
@@ -213,6 +240,26 @@ async fn comment_is_one_trace() {
             "a round of one interaction is the child of its publish"
         );
     }
+
+    // Likes are stored by group commit: the commit continues the request's trace.
+    like(&cluster.frontend("dc1-fe1"), "traced", "tester")
+        .await
+        .unwrap();
+    let received = receive(&mut viewer, 1, 0).await;
+    assert_eq!(received.likes, 1, "the like in dc2");
+    let found = wait::until("the like's spans at the receiver", WAIT, || {
+        let spans = spans.clone();
+        async move { find_like_trace(&spans.lock().unwrap(), "traced") }
+    })
+    .await;
+    let (publish, commit) = found.unwrap_or_else(|error| {
+        panic!("{error:#}; received: {:#?}", spans.lock().unwrap());
+    });
+    assert_eq!(
+        commit.parent_span_id, publish.span_id,
+        "a commit of one like is the child of its request"
+    );
+
     for span in spans.lock().unwrap().iter() {
         for value in &span.values {
             assert!(
