@@ -229,6 +229,11 @@ async fn interactions_are_traced() {
         trace.batch.node,
     );
     assert_eq!(trace.publish.node, "dc1-fe1");
+    assert!(
+        trace.publish.values.iter().any(|value| value == "accepted"),
+        "the publish span records its outcome: {:?}",
+        trace.publish.values
+    );
     assert_eq!(trace.batch.node, "dc2-fe1");
     assert_eq!(
         trace.batch.parent_span_id, trace.round.span_id,

@@ -219,12 +219,13 @@ async fn publish_like(
             Err(_) => Err(ApiError::Unavailable),
         }
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     respond(
         &shared,
         PublishKind::Like,
         started,
+        &span,
         outcome.map(|video| (video, None)),
     )
 }
@@ -272,20 +273,22 @@ async fn publish_comment(
             })?;
         Ok((video, Some(comment_id)))
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
-    respond(&shared, PublishKind::Comment, started, outcome)
+    respond(&shared, PublishKind::Comment, started, &span, outcome)
 }
 
 fn respond(
     shared: &Shared,
     kind: PublishKind,
     started: Instant,
+    span: &tracing::Span,
     outcome: Result<(VideoId, Option<String>), ApiError>,
 ) -> Result<Response, ApiError> {
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok((video, comment_id)) => {
+            spans::record_outcome(span, &PublishOutcome::Accepted);
             shared
                 .metrics
                 .published(kind, PublishOutcome::Accepted, seconds);
@@ -304,6 +307,7 @@ fn respond(
                 }
                 _ => PublishOutcome::Rejected,
             };
+            spans::record_outcome(span, &outcome);
             shared.metrics.published(kind, outcome, seconds);
             Err(error)
         }

@@ -22,7 +22,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{enabled, PublishKind};
+use crate::{enabled, PublishKind, PublishOutcome};
 
 /// Target of every data-path span; the export layer records this target and nothing else
 /// below WARN.
@@ -85,7 +85,26 @@ pub fn publish(kind: PublishKind) -> Span {
         otel.kind = "server",
         fanfare.kind = kind,
         video_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     )
+}
+
+/// Ends a [`publish`] span's story: accepted, rejected (the publisher's fault) or unavailable
+/// (fanfare's; the span's status becomes an error).
+pub fn record_outcome(span: &Span, outcome: &PublishOutcome) {
+    if span.is_disabled() {
+        return;
+    }
+    let label = match outcome {
+        PublishOutcome::Accepted => "accepted",
+        PublishOutcome::Rejected => "rejected",
+        PublishOutcome::Unavailable => "unavailable",
+    };
+    span.record("outcome", label);
+    if *outcome == PublishOutcome::Unavailable {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// Adds the validated video id to a [`publish`] span.
