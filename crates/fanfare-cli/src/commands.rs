@@ -199,7 +199,18 @@ enum TopologyCommand {
     },
 }
 
+/// `RUST_LOG`, the log filter of every command.
+fn log_filter() -> Option<String> {
+    std::env::var("RUST_LOG").ok()
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(
+        cli.command,
+        Command::Frontend { .. } | Command::Dispatcher { .. }
+    ) {
+        fanfare_telemetry::init_logs(log_filter().as_deref());
+    }
     match cli.command {
         Command::Up {
             topology,
@@ -221,29 +232,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             what,
         } => publish(&topology, &dc, url, what).await,
         Command::Frontend { config } => {
+            let env = settings::process_env();
             let settings: fanfare_frontend::Settings =
-                settings::load(&config, "FANFARE_FRONTEND", settings::process_env())?;
+                settings::load(&config, "FANFARE_FRONTEND", env.clone())?;
             settings
                 .validate()
                 .map_err(|problem| anyhow::anyhow!("{}: {problem}", config.display()))?;
+            let identity = fanfare_telemetry::NodeIdentity {
+                service: "fanfare-frontend",
+                dc: &settings.dc,
+                node: &settings.name,
+            };
+            let traces = fanfare_telemetry::init_node_telemetry(
+                log_filter().as_deref(),
+                identity,
+                &settings.telemetry,
+                &env,
+            )?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .with_context(|| format!("binding {}", settings.listen))?;
             let shutdown = shutdown_on_signals()?;
-            fanfare_frontend::run(settings, listener, shutdown).await?;
+            let outcome = fanfare_frontend::run(settings, listener, shutdown).await;
+            // Whatever the outcome, send the last spans (bounded: never hangs the exit).
+            traces.shutdown().await;
+            outcome?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dispatcher { config } => {
+            let env = settings::process_env();
             let settings: fanfare_dispatcher::Settings =
-                settings::load(&config, "FANFARE_DISPATCHER", settings::process_env())?;
+                settings::load(&config, "FANFARE_DISPATCHER", env.clone())?;
             settings
                 .validate()
                 .map_err(|problem| anyhow::anyhow!("{}: {problem}", config.display()))?;
+            let identity = fanfare_telemetry::NodeIdentity {
+                service: "fanfare-dispatcher",
+                dc: &settings.dc,
+                node: &settings.name,
+            };
+            let traces = fanfare_telemetry::init_node_telemetry(
+                log_filter().as_deref(),
+                identity,
+                &settings.telemetry,
+                &env,
+            )?;
             let listener = tokio::net::TcpListener::bind(settings.admin)
                 .await
                 .with_context(|| format!("binding {}", settings.admin))?;
             let shutdown = shutdown_on_signals()?;
-            fanfare_dispatcher::run(settings, listener, shutdown).await?;
+            let outcome = fanfare_dispatcher::run(settings, listener, shutdown).await;
+            traces.shutdown().await;
+            outcome?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Logs (and, for nodes, trace export) are set up by `commands::run`, once it has read
+    // the node's settings.
     let cli = commands::Cli::parse();
-    fanfare_telemetry::init_logs(std::env::var("RUST_LOG").ok().as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, consumer::pull::MessagesError, AckKind};
 use fanfare_fabric::{FabricError, FabricErrorKind};
 use fanfare_model::{names, Delivery, DeliveryPayload, Interaction};
-use fanfare_telemetry::DispatcherMetrics;
+use fanfare_telemetry::{spans, DispatcherMetrics};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::send::{Sender, TotalsCache};
 use crate::Settings;
@@ -187,12 +188,17 @@ impl PartitionWorker {
             .filter(|message| delivery_count(message) > 1)
             .count();
         let mut deliveries = Vec::with_capacity(message_count);
+        let mut causes = Vec::new();
         for message in &messages {
             match decode(message) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(error) => self.metrics.undecodable(message.subject.as_str(), &*error),
             }
+            if causes.len() < spans::MAX_LINKS {
+                causes.extend(trace_cause(message));
+            }
         }
+        let span = spans::dispatch_round(self.partition, message_count, &causes);
         tracing::debug!(
             partition = self.partition,
             messages = message_count,
@@ -201,6 +207,21 @@ impl PartitionWorker {
             last_seq = messages.last().map(stream_sequence),
             "dispatch round"
         );
+        self.count_send_ack(messages, deliveries, redelivered, totals)
+            .instrument(span)
+            .await;
+    }
+
+    /// The round's work past decoding, inside the round's span so that the batches sent to
+    /// frontends carry its context.
+    async fn count_send_ack(
+        &self,
+        messages: Vec<jetstream::Message>,
+        mut deliveries: Vec<Delivery>,
+        redelivered: usize,
+        totals: &mut TotalsCache,
+    ) {
+        let message_count = messages.len();
         if let Err(error) = self.sender.count_likes(&mut deliveries, totals).await {
             // Without a total the likes cannot be delivered exactly; let the server redeliver
             // the whole round.
@@ -257,6 +278,16 @@ fn delivery_count(message: &jetstream::Message) -> i64 {
 fn sort_and_dedup(messages: &mut Vec<jetstream::Message>) {
     messages.sort_by_key(stream_sequence);
     messages.dedup_by_key(|message| stream_sequence(message));
+}
+
+/// The span that published `message`, while trace export is on: sourcing keeps the origin
+/// message's headers, `traceparent` included.
+fn trace_cause(message: &jetstream::Message) -> Option<spans::TraceCause> {
+    if !fanfare_telemetry::enabled() {
+        return None;
+    }
+    let traceparent = message.headers.as_ref()?.get(spans::TRACEPARENT)?;
+    spans::TraceCause::from_traceparent(Some(traceparent.as_str()))
 }
 
 fn decode(message: &jetstream::Message) -> Result<Delivery, DecodeError> {

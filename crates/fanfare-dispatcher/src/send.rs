@@ -148,15 +148,31 @@ impl Sender {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&subject)
             .is_some_and(|at| at.elapsed() < UNREACHABLE_FOR);
+        // The round's trace goes on in the frontend's batch span.
+        let headers = fanfare_telemetry::spans::current_traceparent().map(|traceparent| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(fanfare_telemetry::spans::TRACEPARENT, traceparent.as_str());
+            headers
+        });
         if recently_failed {
-            let _ = self.client.publish(subject, payload).await;
+            let _ = match headers {
+                Some(headers) => {
+                    self.client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                }
+                None => self.client.publish(subject, payload).await,
+            };
             return;
         }
         let deadline = Instant::now() + DELIVER_FOR;
         loop {
-            let request = async_nats::Request::new()
+            let mut request = async_nats::Request::new()
                 .payload(payload.clone())
                 .timeout(Some(DELIVER_ATTEMPT_TIMEOUT));
+            if let Some(headers) = &headers {
+                request = request.headers(headers.clone());
+            }
             let outcome = self.client.send_request(subject.clone(), request).await;
             let Err(error) = outcome else { return };
             if Instant::now() >= deadline {

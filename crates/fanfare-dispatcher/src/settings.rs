@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fanfare_fabric::NatsSettings;
+use fanfare_telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
 /// A dispatcher's whole configuration (`fanfare dispatcher --config FILE`).
@@ -22,6 +23,8 @@ pub struct Settings {
     /// Expiry of each pull request; well below the consumers' pin timeout so the pin is kept.
     #[serde(with = "humantime_serde")]
     pub pull_expiry: Duration,
+    /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
+    pub telemetry: TelemetrySettings,
 }
 
 impl Default for Settings {
@@ -34,6 +37,7 @@ impl Default for Settings {
             partitions: 8,
             max_round: 256,
             pull_expiry: Duration::from_secs(1),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -53,6 +57,6 @@ impl Settings {
         if self.nats.urls.is_empty() {
             return Err("nats.urls: at least one url is required".to_owned());
         }
-        Ok(())
+        self.telemetry.validate()
     }
 }

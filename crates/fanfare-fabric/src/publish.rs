@@ -18,6 +18,8 @@ pub struct StoredAt {
 /// Nothing is sent while the client is disconnected: the client would buffer it and send it
 /// after reconnecting, long after the publisher was answered. Only a publish sent and then not
 /// acknowledged in time is [`FabricErrorKind::PublishOutcomeUnknown`].
+///
+/// While trace export is on, the message carries the current span's `traceparent`.
 pub async fn publish_interaction(
     js: &jetstream::Context,
     dc: &str,
@@ -36,6 +38,11 @@ pub async fn publish_interaction(
     }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    // The trace of the request that stored it; sourcing copies headers, so every
+    // datacenter's dispatcher continues it.
+    if let Some(traceparent) = fanfare_telemetry::spans::current_traceparent() {
+        headers.insert(fanfare_telemetry::spans::TRACEPARENT, traceparent.as_str());
+    }
     let ack_future = js
         .publish_with_headers(subject, headers, payload.into())
         .await

@@ -13,10 +13,11 @@ use fanfare_model::{
     sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
     COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
 };
-use fanfare_telemetry::{PublishKind, PublishOutcome};
+use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::ingest::{PendingLike, QueueError};
 use crate::problem::ApiError;
@@ -189,8 +190,10 @@ async fn publish_like(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let span = spans::publish(PublishKind::Like);
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
+        spans::record_video(&tracing::Span::current(), video.as_str());
         let request: LikeRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
@@ -198,6 +201,7 @@ async fn publish_like(
         let pending = PendingLike {
             video: video.clone(),
             reply,
+            cause: spans::TraceCause::current(),
         };
         shared
             .likes
@@ -215,11 +219,13 @@ async fn publish_like(
             Err(_) => Err(ApiError::Unavailable),
         }
     }
+    .instrument(span.clone())
     .await;
     respond(
         &shared,
         PublishKind::Like,
         started,
+        &span,
         outcome.map(|video| (video, None)),
     )
 }
@@ -232,8 +238,10 @@ async fn publish_comment(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let span = spans::publish(PublishKind::Comment);
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
+        spans::record_video(&tracing::Span::current(), video.as_str());
         let request: CommentRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
@@ -265,19 +273,22 @@ async fn publish_comment(
             })?;
         Ok((video, Some(comment_id)))
     }
+    .instrument(span.clone())
     .await;
-    respond(&shared, PublishKind::Comment, started, outcome)
+    respond(&shared, PublishKind::Comment, started, &span, outcome)
 }
 
 fn respond(
     shared: &Shared,
     kind: PublishKind,
     started: Instant,
+    span: &tracing::Span,
     outcome: Result<(VideoId, Option<String>), ApiError>,
 ) -> Result<Response, ApiError> {
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok((video, comment_id)) => {
+            spans::record_outcome(span, &PublishOutcome::Accepted);
             shared
                 .metrics
                 .published(kind, PublishOutcome::Accepted, seconds);
@@ -296,6 +307,7 @@ fn respond(
                 }
                 _ => PublishOutcome::Rejected,
             };
+            spans::record_outcome(span, &outcome);
             shared.metrics.published(kind, outcome, seconds);
             Err(error)
         }

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use fanfare_fabric::{publish_interaction, FabricError};
 use fanfare_model::{unix_millis, Interaction, LikeBatch, VideoId};
+use fanfare_telemetry::spans::{self, TraceCause};
 use fanfare_telemetry::FrontendMetrics;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// The answer to one like request: the sequence of the stored message that holds it.
 pub(crate) type LikeReceipt = Result<u64, Arc<FabricError>>;
@@ -22,6 +24,15 @@ pub(crate) type LikeReceipt = Result<u64, Arc<FabricError>>;
 pub(crate) struct PendingLike {
     pub video: VideoId,
     pub reply: oneshot::Sender<LikeReceipt>,
+    /// The request's span, while trace export is on: the commit that stores it continues it.
+    pub cause: Option<TraceCause>,
+}
+
+/// The likes of one video taken into one commit.
+#[derive(Default)]
+struct LikeGroup {
+    replies: Vec<oneshot::Sender<LikeReceipt>>,
+    causes: Vec<TraceCause>,
 }
 
 /// Handle the HTTP handlers use to queue likes.
@@ -73,39 +84,49 @@ pub(crate) fn start_like_committer(
             if received == 0 {
                 break;
             }
-            let mut groups: HashMap<VideoId, Vec<oneshot::Sender<LikeReceipt>>> = HashMap::new();
+            let mut groups: HashMap<VideoId, LikeGroup> = HashMap::new();
             for like in taken.drain(..) {
-                groups.entry(like.video).or_default().push(like.reply);
+                let group = groups.entry(like.video).or_default();
+                group.replies.push(like.reply);
+                if let Some(cause) = like.cause {
+                    if group.causes.len() < spans::MAX_LINKS {
+                        group.causes.push(cause);
+                    }
+                }
             }
-            for (video, replies) in groups {
+            for (video, LikeGroup { replies, causes }) in groups {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let js = js.clone();
                 let dc = dc.clone();
                 let metrics = metrics.clone();
-                commits.spawn(async move {
-                    let count = replies.len() as u64;
-                    let interaction = Interaction::Likes(LikeBatch {
-                        video_id: video,
-                        count,
-                        origin_dc: dc.clone(),
-                        published_at: unix_millis(),
-                    });
-                    let message_id = nuid::next().to_string();
-                    let stored = publish_interaction(&js, &dc, &interaction, &message_id).await;
-                    drop(permit);
-                    let receipt = match stored {
-                        Ok(stored) => {
-                            metrics.likes_committed(count);
-                            Ok(stored.seq)
+                let count = replies.len() as u64;
+                let span = spans::commit_likes(video.as_str(), count, &causes);
+                commits.spawn(
+                    async move {
+                        let interaction = Interaction::Likes(LikeBatch {
+                            video_id: video,
+                            count,
+                            origin_dc: dc.clone(),
+                            published_at: unix_millis(),
+                        });
+                        let message_id = nuid::next().to_string();
+                        let stored = publish_interaction(&js, &dc, &interaction, &message_id).await;
+                        drop(permit);
+                        let receipt = match stored {
+                            Ok(stored) => {
+                                metrics.likes_committed(count);
+                                Ok(stored.seq)
+                            }
+                            Err(error) => Err(Arc::new(error)),
+                        };
+                        for reply in replies {
+                            let _ = reply.send(receipt.clone());
                         }
-                        Err(error) => Err(Arc::new(error)),
-                    };
-                    for reply in replies {
-                        let _ = reply.send(receipt.clone());
                     }
-                });
+                    .instrument(span),
+                );
             }
         }
         // Requests still queued are answered with an error by dropping their reply senders.

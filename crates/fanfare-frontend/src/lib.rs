@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use fanfare_fabric::{FabricError, FabricErrorKind, InterestRegistry};
 use fanfare_model::{names, FrontendBatch};
-use fanfare_telemetry::FrontendMetrics;
+use fanfare_telemetry::{spans, FrontendMetrics};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -177,7 +177,14 @@ async fn receive_batches(
             }
         };
         let received = batch.deliveries.len();
-        let outcome = hub.deliver(batch.deliveries);
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(spans::TRACEPARENT))
+            .map(|value| value.as_str());
+        let cause = spans::TraceCause::from_traceparent(traceparent);
+        let span = spans::frontend_batch(&batch.dispatcher, received, cause);
+        let outcome = span.in_scope(|| hub.deliver(batch.deliveries));
         metrics.batch_received(received, outcome.unwatched, outcome.duplicates);
         // Confirm, so the dispatcher acknowledges the interactions only once they are here.
         if let Some(reply) = message.reply {

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fanfare_fabric::NatsSettings;
+use fanfare_telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
 /// A frontend's whole configuration (`fanfare frontend --config FILE`).
@@ -36,6 +37,8 @@ pub struct Settings {
     pub like_queue: usize,
     /// Group commits of likes in flight to the origin stream at once.
     pub like_commits_in_flight: usize,
+    /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
+    pub telemetry: TelemetrySettings,
 }
 
 impl Default for Settings {
@@ -53,6 +56,7 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             like_queue: 16_384,
             like_commits_in_flight: 256,
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -78,6 +82,6 @@ impl Settings {
         if self.nats.urls.is_empty() {
             return Err("nats.urls: at least one url is required".to_owned());
         }
-        Ok(())
+        self.telemetry.validate()
     }
 }

@@ -1,4 +1,8 @@
-//! Telemetry in one place: log set-up and every metric fanfare exports.
+//! Telemetry in one place: log set-up, trace export and every metric fanfare exports.
+//!
+//! Traces: [`init_node_telemetry`] adds an OTLP/HTTP exporter when an endpoint is configured
+//! ([`TelemetrySettings`]); [`spans`] has every data-path span and carries their context across
+//! NATS. Without an endpoint nothing of it runs.
 //!
 //! Each node owns one [`Registry`](prometheus_client::registry::Registry) labelled with its
 //! datacenter and name (several nodes may share a process in tests). Call sites never touch a
@@ -9,10 +13,13 @@
 mod dispatcher;
 mod frontend;
 mod logs;
+pub mod spans;
+mod traces;
 
 pub use dispatcher::DispatcherMetrics;
 pub use frontend::{FrontendMetrics, PublishKind, PublishOutcome};
-pub use logs::init_logs;
+pub use logs::{init_logs, init_node_telemetry};
+pub use traces::{enabled, NodeIdentity, TelemetrySettings, TracesError, TracesGuard};
 
 use prometheus_client::registry::Registry;
 

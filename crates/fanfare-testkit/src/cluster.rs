@@ -50,7 +50,8 @@ pub fn fanfare_bin() -> anyhow::Result<PathBuf> {
 pub struct ClusterBuilder {
     datacenters: Vec<(String, DcShape)>,
     settings: Settings,
-    options: fn(&mut UpOptions),
+    /// Applied to the node options of every start attempt.
+    options: Box<dyn Fn(&mut UpOptions) + Send + Sync>,
 }
 
 impl ClusterBuilder {
@@ -65,9 +66,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// Adjusts how nodes run (frontend and dispatcher settings, dispatch timers).
-    pub fn options(mut self, adjust: fn(&mut UpOptions)) -> Self {
-        self.options = adjust;
+    /// Adjusts how nodes run (frontend and dispatcher settings, dispatch timers); a closure,
+    /// so a test can hand the nodes addresses it only knows at run time.
+    pub fn options(mut self, adjust: impl Fn(&mut UpOptions) + Send + Sync + 'static) -> Self {
+        self.options = Box::new(adjust);
         self
     }
 
@@ -148,7 +150,7 @@ impl Cluster {
                 partitions: 4,
                 ..Settings::default()
             },
-            options: |_| {},
+            options: Box::new(|_| {}),
         }
     }
 
