@@ -139,7 +139,7 @@ async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
     let first = comment(&dc1, "heal", "first").await.unwrap();
     assert_eq!(
         receive(&mut leaver, 0, 1).await.comment_ids,
-        [first.clone()]
+        std::slice::from_ref(&first)
     );
     let last_id = leaver.last_event_id().unwrap().to_owned();
     drop(leaver);
