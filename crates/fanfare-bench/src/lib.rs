@@ -286,9 +286,10 @@ impl BenchOptions {
     }
 }
 
-/// A fresh video id per run, so totals start at 0 and no earlier comment is replayed.
+/// A fresh video id per run, so totals start at 0 and no earlier comment is replayed. Letters,
+/// digits and `_` only: peers such as nchan route on `\\w+`.
 pub fn fresh_video_id() -> String {
-    format!("bench-{:x}", now_micros() % (1 << 44))
+    format!("bench_{:x}", now_micros() % (1 << 44))
 }
 
 /// The nodes and pids in a running `fanfare up`'s `state.json`.
