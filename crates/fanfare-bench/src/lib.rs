@@ -384,8 +384,10 @@ pub async fn run(
         progress.line("connected");
     }
 
-    // Warm-up: publish probes until every connected viewer got one.
-    let publishing = options.comments.is_some() || options.likes.is_some();
+    // Warm-up: publish probes until every connected viewer got one. With viewers asked for
+    // and none connected there is nothing to measure: publishing would only add noise.
+    let publishing = (options.comments.is_some() || options.likes.is_some())
+        && (options.viewers == 0 || connected_now > 0);
     let mut warmup_errors = Vec::new();
     if publishing && connected_now > 0 {
         let warm_deadline = Instant::now() + options.warmup_timeout;
@@ -419,7 +421,7 @@ pub async fn run(
 
     // Publishing.
     let publish_stop = shutdown.child_token();
-    let comments = options.comments.map(|load| {
+    let comments = options.comments.filter(|_| publishing).map(|load| {
         tokio::spawn(publisher::publish_comments(
             options.comment_target.clone(),
             load.count(),
@@ -429,7 +431,7 @@ pub async fn run(
             publish_stop.clone(),
         ))
     });
-    let likes = options.likes.map(|duration| {
+    let likes = options.likes.filter(|_| publishing).map(|duration| {
         tokio::spawn(publisher::publish_likes(
             options.like_target.clone(),
             duration,
