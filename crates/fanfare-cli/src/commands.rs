@@ -86,6 +86,88 @@ enum Command {
         #[command(subcommand)]
         command: ChaosSubcommand,
     },
+    /// Load generator: many SSE viewers of one video, comments at a fixed rate or likes as
+    /// fast as possible, and what was delivered, how fast, and at what cost.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// fanfare (URLs from the topology) or generic (--sub-url and --pub-url, for peers).
+    #[arg(long, value_enum, default_value = "fanfare")]
+    target: BenchTarget,
+    /// Topology file of the running `fanfare up` (target fanfare).
+    #[arg(long, default_value = DEFAULT_TOPOLOGY)]
+    topology: PathBuf,
+    /// Run directory of that `fanfare up`, for its node pids (default .fanfare/run/<topology>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Video watched and published to (default: a fresh id per run).
+    #[arg(long)]
+    video: Option<String>,
+    /// SSE viewers to open.
+    #[arg(long, default_value_t = 100)]
+    viewers: usize,
+    /// Frontends the viewers use, round-robin (default: every frontend of dc1).
+    #[arg(long, value_delimiter = ',', conflicts_with = "dcs")]
+    frontends: Vec<String>,
+    /// Datacenters whose frontends the viewers use.
+    #[arg(long, value_delimiter = ',')]
+    dcs: Vec<String>,
+    /// Frontend that receives comments and likes.
+    #[arg(long, default_value = "dc1-fe1")]
+    publish_frontend: String,
+    /// Viewer URL of a peer; `{video}` is replaced (target generic).
+    #[arg(long)]
+    sub_url: Option<String>,
+    /// Publish URL of a peer; `{video}` is replaced (target generic).
+    #[arg(long)]
+    pub_url: Option<String>,
+    /// How a peer takes a published message.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub_format: BenchPubFormat,
+    /// Server processes to measure (target generic; fanfare reads them from the run directory).
+    #[arg(long)]
+    server_pid: Vec<u32>,
+    /// Viewers bind source addresses 127.0.0.2 ..= 127.0.0.(N+1), for more ephemeral ports.
+    #[arg(long, default_value_t = 8)]
+    source_addrs: u8,
+    /// Viewers connecting at once.
+    #[arg(long, default_value_t = 512)]
+    connect_concurrency: usize,
+    /// Publish comments at this rate.
+    #[arg(long)]
+    comments_per_sec: Option<f64>,
+    /// Post likes as fast as possible instead of (or besides) comments.
+    #[arg(long)]
+    likes: bool,
+    /// How long to publish.
+    #[arg(long, default_value = "2.5s", value_parser = fanfare_soak::parse_duration)]
+    duration: Duration,
+    /// Concurrent keep-alive publish connections.
+    #[arg(long, default_value_t = 64)]
+    publish_concurrency: usize,
+    /// After publishing, how long to wait for every viewer to have everything.
+    #[arg(long, default_value = "3s", value_parser = fanfare_soak::parse_duration)]
+    drain: Duration,
+    /// With nothing published: how long to hold the connections before measuring.
+    #[arg(long, default_value = "2s", value_parser = fanfare_soak::parse_duration)]
+    hold: Duration,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchTarget {
+    Fanfare,
+    Generic,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchPubFormat {
+    Raw,
+    Pushpin,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +313,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             what,
         } => publish(&topology, &dc, url, what).await,
+        Command::Bench(args) => bench(*args).await,
         Command::Frontend { config } => {
             let env = settings::process_env();
             let settings: fanfare_frontend::Settings =
@@ -481,6 +564,76 @@ async fn soak(run_dir: PathBuf, topology: &Path, args: SoakArgs) -> anyhow::Resu
     let report = fanfare_soak::run(options, shutdown).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `fanfare bench`: resolves the target into URLs and pids, runs `fanfare_bench::run` and
+/// prints the report. Exits 1 when something was lost, duplicated or a viewer did not connect.
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let video = args.video.unwrap_or_else(fanfare_bench::fresh_video_id);
+    let mut options = match args.target {
+        BenchTarget::Fanfare => {
+            let topology = Topology::load(&args.topology)?;
+            let project_root = std::env::current_dir().context("reading the current directory")?;
+            let run_dir = args
+                .run_dir
+                .unwrap_or_else(|| default_run_dir(&project_root, &args.topology));
+            let choice = if !args.frontends.is_empty() {
+                fanfare_bench::FrontendChoice::Named(args.frontends)
+            } else if !args.dcs.is_empty() {
+                fanfare_bench::FrontendChoice::Datacenters(args.dcs)
+            } else {
+                fanfare_bench::FrontendChoice::Datacenters(vec!["dc1".to_owned()])
+            };
+            fanfare_bench::BenchOptions::for_fanfare(
+                &topology,
+                &choice,
+                &args.publish_frontend,
+                &run_dir,
+                video,
+            )?
+        }
+        BenchTarget::Generic => {
+            let sub_url = args.sub_url.context("--target generic needs --sub-url")?;
+            let pub_url = args.pub_url.context("--target generic needs --pub-url")?;
+            let format = match args.pub_format {
+                BenchPubFormat::Raw => fanfare_bench::PubFormat::Raw,
+                BenchPubFormat::Pushpin => fanfare_bench::PubFormat::Pushpin,
+            };
+            fanfare_bench::BenchOptions::for_generic(
+                &sub_url,
+                &pub_url,
+                format,
+                video,
+                &args.server_pid,
+            )?
+        }
+    };
+    options.viewers = args.viewers;
+    options.source_addrs = args.source_addrs;
+    options.connect_concurrency = args.connect_concurrency;
+    options.comments = args
+        .comments_per_sec
+        .map(|per_sec| fanfare_bench::CommentLoad {
+            per_sec,
+            duration: args.duration,
+        });
+    options.likes = args.likes.then_some(args.duration);
+    options.publish_concurrency = args.publish_concurrency;
+    options.drain = args.drain;
+    options.hold = args.hold;
+    options.progress = true;
+    let shutdown = shutdown_on_signals()?;
+    let report = fanfare_bench::run(options, shutdown).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", report.to_text());
     }

@@ -1,0 +1,794 @@
+//! fanfare-bench: `fanfare bench`, the load generator that measures delivery to many SSE
+//! viewers of one video, against fanfare or a peer (nginx+nchan, Pushpin).
+//!
+//! How a run flows:
+//! 1. [`run`] raises the open-file limit, samples the server processes, and opens `viewers`
+//!    raw TCP connections ([`viewer`]), at most `connect_concurrency` connecting at once,
+//!    each bound to a source address from 127.0.0.2 on, spread round-robin over the viewer
+//!    URLs; it records when the last one got its 200;
+//! 2. if anything will be published, it sends warm-up probes (`w<n>@<micros>` comments) until
+//!    every viewer got one, so that fanfare's subscription table routes the video to every
+//!    frontend before measuring starts;
+//! 3. publishers ([`publisher`]) post comments carrying `b<seq>@<micros>` at a fixed rate,
+//!    and/or likes as fast as the server answers;
+//! 4. after publishing it waits up to `drain` for every viewer to have every accepted comment
+//!    and the exact like total, then stops the viewers and merges what each saw into a
+//!    [`BenchReport`].
+//!
+//! Viewers scan their streams incrementally ([`scan`]) without allocating per event, so that
+//! the bench costs little next to the server it measures. One cancellation tree: the caller's
+//! `shutdown` ends the run early, with a child token for the viewers and one for publishers.
+
+pub mod publisher;
+pub mod report;
+pub mod resources;
+pub mod scan;
+pub mod target;
+pub mod viewer;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fanfare_topology::Topology;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use publisher::PubFormat;
+pub use report::BenchReport;
+
+use crate::publisher::{PublishProgress, PublishTarget};
+use crate::report::{Freshness, LikesReport, Percentiles, ServerProcess, ServerReport};
+use crate::resources::ProcessSample;
+use crate::target::HttpUrl;
+use crate::viewer::{ViewerPlan, ViewerSlot, ViewerStats};
+
+/// How often the progress line is printed and the wait loops check.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// Warm-up probes go out this often until every viewer has one.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// File descriptors kept free for publishers, the runtime and `/proc` reads.
+const SPARE_FILES: u64 = 256;
+/// Bound on waiting for every viewer to connect or fail.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+
+/// What can stop a bench before it measures anything.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    #[error("{viewers} viewers need more open files than the limit of {limit}; run fewer or raise the hard limit (ulimit -Hn)")]
+    TooManyViewers { viewers: usize, limit: u64 },
+    #[error("no frontend named {0} in the topology")]
+    UnknownFrontend(String),
+    #[error("no datacenter named {0} in the topology")]
+    UnknownDatacenter(String),
+    #[error("reading {path}: {message}")]
+    State { path: PathBuf, message: String },
+}
+
+/// Comments published at a fixed rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommentLoad {
+    pub per_sec: f64,
+    pub duration: Duration,
+}
+
+impl CommentLoad {
+    /// How many comments the run publishes: rate × duration, rounded.
+    pub fn count(&self) -> u64 {
+        (self.per_sec * self.duration.as_secs_f64()).round() as u64
+    }
+}
+
+/// Everything a run needs, resolved to URLs and process ids.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `fanfare` or `generic`, for the report.
+    pub target: String,
+    pub video: String,
+    pub viewers: usize,
+    /// Viewer URLs, used round-robin.
+    pub viewer_urls: Vec<HttpUrl>,
+    /// Source addresses 127.0.0.2 ..= 127.0.0.(1 + n) cycled over; 0 binds none.
+    pub source_addrs: u8,
+    /// Viewers between connect and their response head at once.
+    pub connect_concurrency: usize,
+    pub comments: Option<CommentLoad>,
+    /// Where comments (and warm-up probes) are published.
+    pub comment_target: PublishTarget,
+    /// Post likes for this long, as fast as possible.
+    pub likes: Option<Duration>,
+    pub like_target: PublishTarget,
+    pub publish_concurrency: usize,
+    /// After publishing, how long to wait for everything to arrive.
+    pub drain: Duration,
+    /// Bound on the warm-up before publishing.
+    pub warmup_timeout: Duration,
+    /// With nothing to publish: how long to hold the connections open before measuring.
+    pub hold: Duration,
+    /// Server processes to measure; `viewer_processes` names those holding the viewers.
+    pub server_processes: Vec<ServerProcess>,
+    pub viewer_processes: Vec<String>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+/// Which frontends of a topology the viewers use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendChoice {
+    /// These frontends, by name.
+    Named(Vec<String>),
+    /// Every frontend of these datacenters.
+    Datacenters(Vec<String>),
+}
+
+impl BenchOptions {
+    /// Options for fanfare: viewer URLs from the topology, publishing to `publish_frontend`,
+    /// server processes from the `state.json` of the `fanfare up` in `run_dir` (if present).
+    pub fn for_fanfare(
+        topology: &Topology,
+        choice: &FrontendChoice,
+        publish_frontend: &str,
+        run_dir: &Path,
+        video: String,
+    ) -> Result<Self, BenchError> {
+        let endpoints = topology.endpoints();
+        let all: Vec<(&str, &str, &str)> = endpoints
+            .datacenters
+            .iter()
+            .flat_map(|dc| {
+                dc.frontends
+                    .iter()
+                    .map(move |fe| (dc.name.as_str(), fe.name.as_str(), fe.url.as_str()))
+            })
+            .collect();
+        let chosen: Vec<(&str, &str)> = match choice {
+            FrontendChoice::Named(names) => names
+                .iter()
+                .map(|name| {
+                    all.iter()
+                        .find(|(_, fe, _)| fe == name)
+                        .map(|(_, fe, url)| (*fe, *url))
+                        .ok_or_else(|| BenchError::UnknownFrontend(name.clone()))
+                })
+                .collect::<Result<_, _>>()?,
+            FrontendChoice::Datacenters(dcs) => {
+                let mut chosen = Vec::new();
+                for dc in dcs {
+                    let before = chosen.len();
+                    chosen.extend(
+                        all.iter()
+                            .filter(|(name, _, _)| name == dc)
+                            .map(|(_, fe, url)| (*fe, *url)),
+                    );
+                    if chosen.len() == before {
+                        return Err(BenchError::UnknownDatacenter(dc.clone()));
+                    }
+                }
+                chosen
+            }
+        };
+        if chosen.is_empty() {
+            return Err(BenchError::InvalidOptions("no frontend chosen".to_owned()));
+        }
+        let viewer_urls = chosen
+            .iter()
+            .map(|(_, url)| HttpUrl::parse(&format!("{url}/v1/videos/{video}/events")))
+            .collect::<Result<_, _>>()?;
+        let publish_url = all
+            .iter()
+            .find(|(_, fe, _)| *fe == publish_frontend)
+            .map(|(_, _, url)| *url)
+            .ok_or_else(|| BenchError::UnknownFrontend(publish_frontend.to_owned()))?;
+        let comment_target = PublishTarget {
+            url: Arc::new(HttpUrl::parse(&format!(
+                "{publish_url}/v1/videos/{video}/comments"
+            ))?),
+            format: PubFormat::Fanfare,
+            video: video.clone(),
+        };
+        let like_target = PublishTarget {
+            url: Arc::new(HttpUrl::parse(&format!(
+                "{publish_url}/v1/videos/{video}/likes"
+            ))?),
+            format: PubFormat::Fanfare,
+            video: video.clone(),
+        };
+        let server_processes = read_state_pids(run_dir).unwrap_or_default();
+        let mut options = Self::new("fanfare", video, viewer_urls, comment_target, like_target);
+        options.server_processes = server_processes;
+        options.viewer_processes = chosen.iter().map(|(fe, _)| (*fe).to_owned()).collect();
+        Ok(options)
+    }
+
+    /// Options for a peer: `{video}` in both URL templates is replaced by `video`.
+    pub fn for_generic(
+        sub_url: &str,
+        pub_url: &str,
+        format: PubFormat,
+        video: String,
+        server_pids: &[u32],
+    ) -> Result<Self, BenchError> {
+        let viewer_urls = vec![HttpUrl::from_template(sub_url, &video)?];
+        let url = Arc::new(HttpUrl::from_template(pub_url, &video)?);
+        let comment_target = PublishTarget {
+            url: url.clone(),
+            format,
+            video: video.clone(),
+        };
+        let like_target = comment_target.clone();
+        let mut options = Self::new("generic", video, viewer_urls, comment_target, like_target);
+        options.server_processes = server_pids
+            .iter()
+            .map(|&pid| ServerProcess {
+                name: format!("pid{pid}"),
+                pid,
+            })
+            .collect();
+        options.viewer_processes = options
+            .server_processes
+            .iter()
+            .map(|process| process.name.clone())
+            .collect();
+        Ok(options)
+    }
+
+    fn new(
+        target: &str,
+        video: String,
+        viewer_urls: Vec<HttpUrl>,
+        comment_target: PublishTarget,
+        like_target: PublishTarget,
+    ) -> Self {
+        Self {
+            target: target.to_owned(),
+            video,
+            viewers: 100,
+            viewer_urls,
+            source_addrs: 8,
+            connect_concurrency: 512,
+            comments: None,
+            comment_target,
+            likes: None,
+            like_target,
+            publish_concurrency: 64,
+            drain: Duration::from_secs(3),
+            warmup_timeout: Duration::from_secs(20),
+            hold: Duration::from_secs(1),
+            server_processes: Vec::new(),
+            viewer_processes: Vec::new(),
+            progress: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BenchError> {
+        let invalid = |message: &str| Err(BenchError::InvalidOptions(message.to_owned()));
+        if self.viewers > 0 && self.viewer_urls.is_empty() {
+            return invalid("viewers need at least one url");
+        }
+        if let Some(comments) = self.comments {
+            if !(comments.per_sec.is_finite() && comments.per_sec > 0.0) {
+                return invalid("comments per second must be more than 0");
+            }
+        }
+        if self.connect_concurrency == 0 || self.publish_concurrency == 0 {
+            return invalid("concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A fresh video id per run, so totals start at 0 and no earlier comment is replayed. Letters,
+/// digits and `_` only: peers such as nchan route on `\\w+`.
+pub fn fresh_video_id() -> String {
+    format!("bench_{:x}", now_micros() % (1 << 44))
+}
+
+/// The nodes and pids in a running `fanfare up`'s `state.json`.
+pub fn read_state_pids(run_dir: &Path) -> Result<Vec<ServerProcess>, BenchError> {
+    let path = run_dir.join("state.json");
+    let error = |message: String| BenchError::State {
+        path: path.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
+    let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+    Ok(state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|node| {
+            Some(ServerProcess {
+                name: node["name"].as_str()?.to_owned(),
+                pid: u32::try_from(node["pid"].as_u64()?).ok()?,
+            })
+        })
+        .collect())
+}
+
+/// Microseconds since the Unix epoch: the clock markers carry, shared with the publisher.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+/// Runs one bench; see the crate docs for the phases.
+pub async fn run(
+    options: BenchOptions,
+    shutdown: CancellationToken,
+) -> Result<BenchReport, BenchError> {
+    options.validate()?;
+    let limit = resources::raise_open_file_limit().map_err(BenchError::InvalidOptions)?;
+    if options.viewers as u64 + SPARE_FILES > limit {
+        return Err(BenchError::TooManyViewers {
+            viewers: options.viewers,
+            limit,
+        });
+    }
+    let client_cpu_start = resources::own_cpu_seconds();
+    let server_before = sample_all(&options.server_processes);
+    let expected_per_viewer = options.comments.map_or(0, |load| load.count());
+
+    // Viewers.
+    let viewers_stop = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(options.connect_concurrency));
+    let urls: Vec<Arc<HttpUrl>> = options.viewer_urls.iter().cloned().map(Arc::new).collect();
+    let requests: Vec<Arc<[u8]>> = urls.iter().map(|url| viewer::request_bytes(url)).collect();
+    let mut slots = Vec::with_capacity(options.viewers);
+    let mut handles = Vec::with_capacity(options.viewers);
+    for index in 0..options.viewers {
+        let which = index % urls.len();
+        let plan = ViewerPlan {
+            url: urls[which].clone(),
+            request: requests[which].clone(),
+            source: source_addr(&urls[which], options.source_addrs, index),
+            expected: expected_per_viewer,
+        };
+        let slot = Arc::new(ViewerSlot::new());
+        slots.push(slot.clone());
+        handles.push(tracker.spawn(viewer::watch(
+            plan,
+            started,
+            gate.clone(),
+            slot,
+            viewers_stop.clone(),
+        )));
+    }
+    tracker.close();
+    let publish_progress = Arc::new(PublishProgress::default());
+    let mut progress = Progress::new(options.progress, &slots, &publish_progress);
+
+    let connect_deadline = Instant::now() + CONNECT_WAIT;
+    while !shutdown.is_cancelled() && Instant::now() < connect_deadline {
+        let (connected, failed) = count_connected(&slots);
+        if connected + failed >= options.viewers as u64 {
+            break;
+        }
+        progress.tick("connecting");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let (connected_now, _) = count_connected(&slots);
+    if connected_now > 0 {
+        progress.line("connected");
+    }
+
+    // Warm-up: publish probes until every connected viewer got one. With viewers asked for
+    // and none connected there is nothing to measure: publishing would only add noise.
+    let publishing = (options.comments.is_some() || options.likes.is_some())
+        && (options.viewers == 0 || connected_now > 0);
+    let mut warmup_errors = Vec::new();
+    if publishing && connected_now > 0 {
+        let warm_deadline = Instant::now() + options.warmup_timeout;
+        let mut probe = 0;
+        let mut next_probe = Instant::now();
+        while !shutdown.is_cancelled() && Instant::now() < warm_deadline {
+            let warmed = count_warmed(&slots);
+            if warmed >= count_connected(&slots).0 {
+                break;
+            }
+            if Instant::now() >= next_probe {
+                if let Err(error) = publisher::publish_probe(&options.comment_target, probe).await {
+                    if warmup_errors.len() < 3 {
+                        warmup_errors.push(format!("warm-up probe: {error}"));
+                    }
+                }
+                probe += 1;
+                next_probe = Instant::now() + PROBE_EVERY;
+            }
+            progress.tick("warming up");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    } else if !publishing {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(options.hold) => {}
+        }
+    }
+    let warmed = count_warmed(&slots);
+    let server_connected = sample_all(&options.server_processes);
+
+    // Publishing.
+    let publish_stop = shutdown.child_token();
+    let comments = options.comments.filter(|_| publishing).map(|load| {
+        tokio::spawn(publisher::publish_comments(
+            options.comment_target.clone(),
+            load.count(),
+            load.per_sec,
+            options.publish_concurrency,
+            publish_progress.clone(),
+            publish_stop.clone(),
+        ))
+    });
+    let likes = options.likes.filter(|_| publishing).map(|duration| {
+        tokio::spawn(publisher::publish_likes(
+            options.like_target.clone(),
+            duration,
+            options.publish_concurrency,
+            publish_progress.clone(),
+            publish_stop.clone(),
+        ))
+    });
+    let comment_outcome = match comments {
+        Some(handle) => {
+            let outcome = wait_reporting(handle, &mut progress, "publishing").await;
+            Some(outcome.unwrap_or_default())
+        }
+        None => None,
+    };
+    let like_outcome = match likes {
+        Some(handle) => {
+            let outcome = wait_reporting(handle, &mut progress, "publishing").await;
+            Some(outcome.unwrap_or_default())
+        }
+        None => None,
+    };
+
+    // Drain: until every viewer has everything, or the drain time is up.
+    let accepted_comments = comment_outcome
+        .as_ref()
+        .map_or(0, |outcome| outcome.accepted.len() as u64);
+    let accepted_likes = like_outcome
+        .as_ref()
+        .map(|outcome| outcome.accepted_at.len() as u64);
+    if publishing {
+        let drain_deadline = Instant::now() + options.drain;
+        while !shutdown.is_cancelled() && Instant::now() < drain_deadline {
+            if all_arrived(&slots, accepted_comments, accepted_likes) {
+                break;
+            }
+            progress.tick("draining");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+    let server_after = sample_all(&options.server_processes);
+    viewers_stop.cancel();
+    publish_stop.cancel();
+    let mut stats = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(viewer_stats) = handle.await {
+            stats.push(viewer_stats);
+        }
+    }
+    tracker.wait().await;
+    let client_cpu_s = resources::own_cpu_seconds() - client_cpu_start;
+
+    let mut report = summarize(
+        &options,
+        stats,
+        comment_outcome,
+        like_outcome,
+        warmed,
+        client_cpu_s,
+    );
+    report.errors.extend(warmup_errors);
+    report.server = server_report(
+        &options,
+        &server_before,
+        &server_connected,
+        &server_after,
+        report.connected,
+    );
+    Ok(report)
+}
+
+/// The local address viewer `index` binds: 127.0.0.2, .3, ... cycled, for a v4 loopback URL.
+fn source_addr(url: &HttpUrl, count: u8, index: usize) -> Option<IpAddr> {
+    if count == 0 || !url.addr.ip().is_loopback() || !url.addr.is_ipv4() {
+        return None;
+    }
+    let host = 2 + (index % usize::from(count)) as u8;
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
+}
+
+fn count_connected(slots: &[Arc<ViewerSlot>]) -> (u64, u64) {
+    slots.iter().fold((0, 0), |(connected, failed), slot| {
+        if slot.connected.load(Ordering::Relaxed) {
+            (connected + 1, failed)
+        } else if slot.failed.load(Ordering::Relaxed) {
+            (connected, failed + 1)
+        } else {
+            (connected, failed)
+        }
+    })
+}
+
+fn count_warmed(slots: &[Arc<ViewerSlot>]) -> u64 {
+    slots
+        .iter()
+        .filter(|slot| slot.warmed.load(Ordering::Relaxed))
+        .count() as u64
+}
+
+fn all_arrived(slots: &[Arc<ViewerSlot>], comments: u64, likes: Option<u64>) -> bool {
+    slots
+        .iter()
+        .filter(|slot| {
+            slot.connected.load(Ordering::Relaxed) && !slot.failed.load(Ordering::Relaxed)
+        })
+        .all(|slot| {
+            slot.unique.load(Ordering::Relaxed) >= comments
+                && likes.is_none_or(|likes| {
+                    likes == 0 || slot.last_total.load(Ordering::Relaxed) == likes
+                })
+        })
+}
+
+/// Awaits a publisher while printing progress.
+async fn wait_reporting<T>(
+    mut handle: tokio::task::JoinHandle<T>,
+    progress: &mut Progress<'_>,
+    phase: &str,
+) -> Option<T> {
+    loop {
+        tokio::select! {
+            outcome = &mut handle => return outcome.ok(),
+            _ = tokio::time::sleep(POLL_EVERY) => progress.tick(phase),
+        }
+    }
+}
+
+/// The once-a-second status line on stderr.
+struct Progress<'a> {
+    enabled: bool,
+    slots: &'a [Arc<ViewerSlot>],
+    publish: &'a PublishProgress,
+    started: Instant,
+    last: Instant,
+    last_received: u64,
+    last_sent: u64,
+}
+
+impl<'a> Progress<'a> {
+    fn new(enabled: bool, slots: &'a [Arc<ViewerSlot>], publish: &'a PublishProgress) -> Self {
+        let now = Instant::now();
+        Self {
+            enabled,
+            slots,
+            publish,
+            started: now,
+            last: now,
+            last_received: 0,
+            last_sent: 0,
+        }
+    }
+
+    fn tick(&mut self, phase: &str) {
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.line(phase);
+        }
+    }
+
+    fn line(&mut self, phase: &str) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        let (connected, failed) = count_connected(self.slots);
+        let received: u64 = self
+            .slots
+            .iter()
+            .map(|slot| slot.unique.load(Ordering::Relaxed))
+            .sum();
+        let sent = self.publish.sent.load(Ordering::Relaxed);
+        eprintln!(
+            "bench {:>5.1}s {phase}: connected {connected} (failed {failed}), received {received} ({:.0}/s), published {sent} ({:.0}/s, {} accepted)",
+            now.duration_since(self.started).as_secs_f64(),
+            (received - self.last_received.min(received)) as f64 / seconds,
+            (sent - self.last_sent.min(sent)) as f64 / seconds,
+            self.publish.accepted.load(Ordering::Relaxed),
+        );
+        self.last = now;
+        self.last_received = received;
+        self.last_sent = sent;
+    }
+}
+
+fn sample_all(processes: &[ServerProcess]) -> Vec<Option<ProcessSample>> {
+    processes
+        .iter()
+        .map(|process| resources::sample_process(process.pid))
+        .collect()
+}
+
+/// Merges every viewer's stats and the publishers' outcomes.
+fn summarize(
+    options: &BenchOptions,
+    stats: Vec<ViewerStats>,
+    comments: Option<publisher::CommentOutcome>,
+    likes: Option<publisher::LikeOutcome>,
+    warmed: u64,
+    client_cpu_s: f64,
+) -> BenchReport {
+    let mut report = BenchReport {
+        target: options.target.clone(),
+        video: options.video.clone(),
+        viewers: options.viewers as u64,
+        warmed,
+        client_cpu_s,
+        ..BenchReport::default()
+    };
+    let connected: Vec<&ViewerStats> = stats.iter().filter(|stats| stats.connected).collect();
+    report.connected = connected.len() as u64;
+    report.connect_failed = report.viewers - report.connected;
+    report.connect_all_ms = connected
+        .iter()
+        .map(|stats| stats.connected_after_micros)
+        .max()
+        .map(|micros| micros as f64 / 1000.0);
+    for stats in &stats {
+        if let Some(error) = &stats.error {
+            let known = report.errors.iter().any(|known| known == error);
+            if !known && report.errors.len() < 5 {
+                report.errors.push(error.clone());
+            }
+        }
+    }
+
+    let mut ok = report.connect_failed == 0;
+    if let Some(comments) = &comments {
+        report.published = comments.accepted.len() as u64 + comments.failed;
+        report.publish_accepted = comments.accepted.len() as u64;
+        report.publish_failed = comments.failed;
+        report.publish_window_s = comments
+            .last_send_micros
+            .saturating_sub(comments.first_send_micros) as f64
+            / 1e6;
+        report.expected = report.connected * report.publish_accepted;
+        let mut latencies = Vec::new();
+        let mut last_receive = 0;
+        for viewer in &connected {
+            let received: u64 = viewer
+                .seen
+                .iter()
+                .map(|bits| u64::from(bits.count_ones()))
+                .sum();
+            let missing = comments
+                .accepted
+                .iter()
+                .filter(|&&seq| !viewer.has(seq))
+                .count() as u64;
+            report.received += received;
+            report.missing += missing;
+            report.duplicated += viewer.duplicated;
+            last_receive = last_receive.max(viewer.last_receive_micros);
+            latencies.extend_from_slice(&viewer.latencies_micros);
+        }
+        let span = last_receive.saturating_sub(comments.first_send_micros) as f64 / 1e6;
+        if span > 0.0 {
+            report.deliveries_per_sec = report.received as f64 / span;
+        }
+        if report.publish_window_s > 0.0 {
+            report.deliveries_per_sec_publish_window =
+                report.received as f64 / report.publish_window_s;
+        }
+        report.latency_ms = Percentiles::of_micros(&mut latencies);
+        for error in &comments.errors {
+            report.errors.push(format!("publishing comments: {error}"));
+        }
+        ok &= report.missing == 0 && report.duplicated == 0;
+    }
+    if let Some(likes) = &likes {
+        let accepted = likes.accepted_at.len() as u64;
+        let finals: Vec<u64> = connected
+            .iter()
+            .map(|viewer| viewer.last_total.unwrap_or(0))
+            .collect();
+        let exact = finals.iter().filter(|&&total| total == accepted).count() as u64;
+        report.likes = Some(LikesReport {
+            requests: likes.requests,
+            requests_per_sec: if likes.elapsed_s > 0.0 {
+                likes.requests as f64 / likes.elapsed_s
+            } else {
+                0.0
+            },
+            accepted,
+            failed: likes.failed,
+            viewers_exact_total: exact,
+            final_total_min: finals.iter().copied().min(),
+            final_total_max: finals.iter().copied().max(),
+        });
+        let mut freshness = Vec::new();
+        for viewer in &connected {
+            for &(received_at, total) in &viewer.totals {
+                let index = usize::try_from(total).unwrap_or(usize::MAX);
+                if index == 0 {
+                    continue;
+                }
+                let stored_at = likes
+                    .accepted_at
+                    .get(index - 1)
+                    .copied()
+                    .unwrap_or(u64::MAX);
+                let age = received_at.saturating_sub(stored_at);
+                freshness.push(u32::try_from(age).unwrap_or(u32::MAX));
+            }
+        }
+        let samples = freshness.len() as u64;
+        report.freshness_ms = Percentiles::of_micros(&mut freshness).map(|p| Freshness {
+            p50: p.p50,
+            p99: p.p99,
+            max: p.max,
+            samples,
+        });
+        for error in &likes.errors {
+            report.errors.push(format!("posting likes: {error}"));
+        }
+        ok &= connected.is_empty() || exact == report.connected;
+    }
+    report.ok = ok;
+    report
+}
+
+fn server_report(
+    options: &BenchOptions,
+    before: &[Option<ProcessSample>],
+    connected: &[Option<ProcessSample>],
+    after: &[Option<ProcessSample>],
+    viewers_connected: u64,
+) -> Option<ServerReport> {
+    if options.server_processes.is_empty() {
+        return None;
+    }
+    let cpu_s = before
+        .iter()
+        .zip(after)
+        .filter_map(|(before, after)| Some(after.as_ref()?.cpu_s - before.as_ref()?.cpu_s))
+        .sum();
+    let holds_viewers = |index: usize| {
+        options
+            .viewer_processes
+            .contains(&options.server_processes[index].name)
+    };
+    let rss = |samples: &[Option<ProcessSample>]| -> u64 {
+        samples
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| holds_viewers(*index))
+            .filter_map(|(_, sample)| sample.map(|sample| sample.rss_kib))
+            .sum()
+    };
+    let rss_before = rss(before);
+    let rss_after = rss(connected);
+    Some(ServerReport {
+        pids: options.server_processes.clone(),
+        cpu_s,
+        viewer_processes: options.viewer_processes.clone(),
+        rss_kib_before_connect: rss_before,
+        rss_kib_after_connect: rss_after,
+        memory_per_connection_kib: (viewers_connected > 0)
+            .then(|| (rss_after as f64 - rss_before as f64) / viewers_connected as f64),
+    })
+}
