@@ -8,7 +8,10 @@
 //! needs to notice a stalled source and to read what it misses straight from the origin by
 //! direct get, which needs neither.
 
-use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use async_nats::jetstream::{
+    self,
+    stream::{DirectGetErrorKind, LastRawMessageErrorKind},
+};
 use fanfare_model::{names, Delivery, DeliveryPayload, Interaction};
 use std::time::Duration;
 
@@ -103,8 +106,10 @@ impl FanoutSources {
         info.ok()?.ok().map(|info| info.state.last_sequence)
     }
 
-    /// Reads the interaction at `seq` of `origin`'s stream by direct get (answered by the
-    /// origin's servers; no consumer, no meta leader needed).
+    /// Reads the interaction at `seq` of `origin`'s stream from the stream's leader (no
+    /// consumer, no meta leader needed). Not a direct get: any replica answers those, and a
+    /// follower that has not caught up answers "not found" for a message that exists, which
+    /// would read as a gap.
     pub async fn read_origin(&self, origin: &str, seq: u64) -> Result<OriginRead, FabricError> {
         let stream = self
             .js
@@ -113,9 +118,10 @@ impl FanoutSources {
             .map_err(|error| {
                 FabricError::new(FabricErrorKind::Consume, format!("opening {origin}"), error)
             })?;
-        let message = match stream.direct_get(seq).await {
+        let message = match stream.get_raw_message(seq).await {
             Ok(message) => message,
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {
+            // Only sequences up to the leader's last are asked for: this one was removed.
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
                 return Ok(OriginRead::Skip)
             }
             Err(error) => {

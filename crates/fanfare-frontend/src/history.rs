@@ -192,11 +192,18 @@ impl History {
         let mut bridged = Vec::new();
         let mut next = held.max(after) + 1;
         while next <= up_to {
-            let read = stream.direct_get_next_for_subject(subject.as_str(), Some(next));
+            // From the stream's leader: a lagging replica would answer "none" for comments
+            // that exist (see `FanoutSources::read_origin`).
+            let read = stream.get_first_raw_message_by_subject(subject.as_str(), next);
             let message = match tokio::time::timeout(ORIGIN_READ_WITHIN, read).await {
                 Ok(Ok(message)) if message.sequence <= up_to => message,
                 Ok(Ok(_)) => break,
-                Ok(Err(error)) if is_not_found(&error) => break,
+                Ok(Err(error))
+                    if error.kind()
+                        == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    break
+                }
                 Ok(Err(error)) => return Err(read_error(format!("replaying {video}"), error)),
                 Err(elapsed) => return Err(read_error(format!("replaying {video}"), elapsed)),
             };
