@@ -106,6 +106,11 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
     let Ok(accept) = accept.to_str() else {
         return false;
     };
+    accepts_media(accept)
+}
+
+/// Whether an `Accept` header value admits `text/event-stream`.
+pub(crate) fn accepts_media(accept: &str) -> bool {
     accept.split(',').any(|range| {
         let media = range.split(';').next().unwrap_or("").trim();
         matches!(media, "text/event-stream" | "text/*" | "*/*")

@@ -17,6 +17,7 @@ mod http;
 mod hub;
 mod ingest;
 mod interest;
+mod listen;
 mod problem;
 mod settings;
 mod viewer;
@@ -133,10 +134,13 @@ pub async fn run(
         addr = %listener.local_addr().map_err(FrontendError::Serve)?,
         "frontend listening"
     );
-    let serve_token = shutdown.clone();
-    let served = axum::serve(listener, http::router(shared.clone()))
-        .with_graceful_shutdown(async move { serve_token.cancelled().await })
-        .await;
+    let served = listen::serve(
+        listener,
+        http::router(shared.clone()),
+        shared.clone(),
+        shutdown.clone(),
+    )
+    .await;
 
     // Requests are drained: store what was accepted, then leave the subscription table.
     ingest_token.cancel();

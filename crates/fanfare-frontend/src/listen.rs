@@ -1,0 +1,408 @@
+//! The frontend's listener. A viewer stream (`GET /v1/videos/{id}/events`) is served straight
+//! on its socket; every other request goes to the axum router over hyper.
+//!
+//! Why not everything through hyper: a viewer connection lives for hours and carries nothing
+//! but writes. Under hyper each one keeps a connection task with its read and write buffers
+//! and a streaming body (about 24 KiB of memory per idle viewer, measured with
+//! `scripts/bench/idle-10k.sh`), and every write of a chunk goes through the body and the
+//! connection's buffers. Here a viewer costs its socket, its `ViewerStream` and one task, and
+//! each wake-up writes everything queued for it in one vectored write.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use bytes::{Buf, Bytes};
+use fanfare_model::{sse, Position, VideoId};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::problem::ApiError;
+use crate::viewer::ViewerStream;
+use crate::Shared;
+
+/// Longest request head read before deciding where a connection goes.
+const MAX_HEAD: usize = 16 * 1024;
+/// A client has this long to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for API connections to finish their request.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_HEADERS: usize = 64;
+
+/// Accepts until `shutdown`, then waits (bounded) for open API requests to finish. Viewer
+/// streams end on `shutdown` by themselves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors or a connection reset before accept: not fatal.
+                tracing::debug!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(
+            stream,
+            router.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("connections still open after {DRAIN_TIMEOUT:?}; dropping them");
+    }
+    Ok(())
+}
+
+/// What a viewer stream request asks for.
+struct StreamRequest {
+    video: String,
+    query_last_event_id: Option<String>,
+    header_last_event_id: Option<Vec<u8>>,
+    accept: Option<Vec<u8>>,
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    router: Router,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await;
+    let Ok(Ok(head_len)) = read else {
+        return;
+    };
+    if let Some(request) = stream_request(&head[..head_len]) {
+        drop(head);
+        serve_viewer(stream, request, shared).await;
+        return;
+    }
+    // Everything else, this request and any that follow on the connection, is hyper's.
+    let io = TokioIo::new(Prefixed {
+        prefix: Bytes::from(head),
+        stream,
+    });
+    let service = TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        }
+    }
+}
+
+/// Reads until the end of the request head; returns its length (bytes after it, if any,
+/// stay in `head`).
+async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<usize> {
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = find_head_end(head, scanned) {
+            return Ok(end);
+        }
+        scanned = head.len().saturating_sub(3);
+        if head.len() >= MAX_HEAD {
+            // Too long for a viewer request: hyper answers it (431) or closes.
+            return Ok(head.len());
+        }
+        if head.capacity() == head.len() {
+            head.reserve(head.len().max(1024));
+        }
+        let read = stream.read_buf(head).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+fn find_head_end(head: &[u8], from: usize) -> Option<usize> {
+    head.get(from..)?
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
+
+/// The request, if it is a viewer stream: `GET /v1/videos/{id}/events[?query]` with no body.
+/// Anything unusual (another method or path, a body, a malformed head) goes to hyper.
+fn stream_request(head: &[u8]) -> Option<StreamRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(_) = request.parse(head).ok()? else {
+        return None;
+    };
+    if request.method? != "GET" || request.version? != 1 {
+        return None;
+    }
+    let (path, query) = match request.path?.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (request.path?, None),
+    };
+    let video = path.strip_prefix("/v1/videos/")?.strip_suffix("/events")?;
+    if video.contains('/') {
+        return None;
+    }
+    let mut header_last_event_id = None;
+    let mut accept = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("last-event-id") {
+            header_last_event_id = Some(header.value.to_vec());
+        } else if name.eq_ignore_ascii_case("accept") {
+            accept = Some(header.value.to_vec());
+        }
+    }
+    let query_last_event_id = query.and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "last_event_id")
+            .map(|(_, value)| value.into_owned())
+    });
+    Some(StreamRequest {
+        video: percent_decode(video)?,
+        query_last_event_id,
+        header_last_event_id,
+        accept,
+    })
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
+}
+
+/// Opens the viewer's stream and writes it until the viewer leaves or the stream ends.
+async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc<Shared>) {
+    let opened = open(&request);
+    let (video, resume_from) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            write_problem(&mut stream, error).await;
+            return;
+        }
+    };
+    let viewer = ViewerStream::open(shared.clone(), video, resume_from).await;
+    let mut head = Vec::with_capacity(192);
+    head.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+          x-accel-buffering: no\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    let mut preamble = Vec::with_capacity(32);
+    sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
+    let mut chunks = Box::pin(viewer.into_body(Bytes::from(preamble)));
+    let mut head = Some(Bytes::from(head));
+    let mut probe = [0u8; 64];
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            chunk = chunks.next() => chunk,
+            read = stream.read(&mut probe) => match read {
+                // The viewer went away (or sent something it should not have).
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            },
+        };
+        let Some(Ok(chunk)) = chunk else {
+            // The stream ended (shutdown, or the viewer fell too far behind): close cleanly.
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+            break;
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        let size = format!("{:x}\r\n", chunk.len());
+        let mut out = head
+            .take()
+            .unwrap_or_default()
+            .chain(Bytes::from(size))
+            .chain(chunk)
+            .chain(&b"\r\n"[..]);
+        if write_buf(&mut stream, &mut out).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Writes all of `buf`, vectored where the socket takes it.
+async fn write_buf<B: Buf>(stream: &mut TcpStream, buf: &mut B) -> io::Result<()> {
+    while buf.has_remaining() {
+        let mut slices = [io::IoSlice::new(&[]); 4];
+        let count = buf.chunks_vectored(&mut slices);
+        let written = stream.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf.advance(written);
+    }
+    Ok(())
+}
+
+/// The checks the router's handler makes, on the raw request.
+fn open(request: &StreamRequest) -> Result<(VideoId, Option<Position>), ApiError> {
+    let video = VideoId::parse(&request.video)?;
+    if let Some(accept) = &request.accept {
+        let accept = std::str::from_utf8(accept).map_err(|_| ApiError::NotAcceptable)?;
+        if !crate::http::accepts_media(accept) {
+            return Err(ApiError::NotAcceptable);
+        }
+    }
+    // The header (what a browser's EventSource sends on reconnect) wins over the query
+    // parameter (what a page can set on a fresh EventSource).
+    let last_event_id = match &request.header_last_event_id {
+        Some(raw) => Some(String::from_utf8(raw.clone()).unwrap_or_else(|_| "\u{0}".to_owned())),
+        None => request.query_last_event_id.clone(),
+    };
+    let resume_from = match last_event_id {
+        Some(raw) => Some(raw.parse::<Position>()?),
+        None => None,
+    };
+    Ok((video, resume_from))
+}
+
+/// Answers a refused viewer request with its problem body and closes.
+async fn write_problem(stream: &mut TcpStream, error: ApiError) {
+    use axum::response::IntoResponse;
+    let response = error.into_response();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| format!("retry-after: {value}\r\n"))
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(response.into_body(), MAX_HEAD)
+        .await
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n{retry_after}connection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A socket whose first reads return bytes already read from it.
+struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let take = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(take);
+            buf.put_slice(&taken);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_requests_are_recognised_and_everything_else_is_not() {
+        let head = b"GET /v1/videos/talk-1/events?last_event_id=dc1%3A3 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: dc1:4\r\n\r\n";
+        let request = stream_request(head).expect("a viewer request");
+        assert_eq!(request.video, "talk-1");
+        assert_eq!(request.query_last_event_id.as_deref(), Some("dc1:3"));
+        assert_eq!(request.header_last_event_id.as_deref(), Some(&b"dc1:4"[..]));
+        assert_eq!(request.accept.as_deref(), Some(&b"text/event-stream"[..]));
+
+        for other in [
+            &b"POST /v1/videos/v/events HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /v1/videos/v/likes HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v1/videos/a/b/events HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v1/videos/v/events HTTP/1.0\r\n\r\n",
+            b"GET /v1/videos/v/events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                stream_request(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", 0), None);
+        assert_eq!(find_head_end(b"ab\r\n\r\n", 2), Some(6));
+    }
+}
