@@ -97,12 +97,19 @@ async fn connection(
     let Ok(Ok(head_len)) = read else {
         return;
     };
+    // Each branch is boxed, so that a viewer's task holds only what a viewer needs (an
+    // unboxed hyper connection would size every connection's task).
     if let Some(request) = stream_request(&head[..head_len]) {
         drop(head);
-        serve_viewer(stream, request, shared).await;
+        Box::pin(serve_viewer(stream, request, shared)).await;
         return;
     }
-    // Everything else, this request and any that follow on the connection, is hyper's.
+    Box::pin(serve_api(stream, head, router, shutdown)).await;
+}
+
+/// Everything that is not a viewer stream, this request and any that follow on the
+/// connection, is hyper's.
+async fn serve_api(stream: TcpStream, head: Vec<u8>, router: Router, shutdown: CancellationToken) {
     let io = TokioIo::new(Prefixed {
         prefix: Bytes::from(head),
         stream,
@@ -213,7 +220,8 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
             return;
         }
     };
-    let viewer = ViewerStream::open(shared.clone(), video, resume_from).await;
+    // Boxed: opening (history reads, replay) is a large future the write loop does not need.
+    let viewer = Box::pin(ViewerStream::open(shared.clone(), video, resume_from)).await;
     let mut head = Vec::with_capacity(192);
     head.extend_from_slice(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
