@@ -11,6 +11,8 @@ use tokio::sync::broadcast;
 /// What a video's viewers are sent, encoded once for all of them.
 #[derive(Debug, Clone)]
 pub(crate) enum Frame {
+    /// Time for an SSE comment, so that proxies and clients see the stream is alive.
+    KeepAlive,
     /// `count` more likes, the video now at `total`; a viewer's stream sums consecutive ones.
     Likes { count: u64, total: u64 },
     /// A comment from `origin` (its sequence there), as a whole SSE event ready to write.
@@ -160,6 +162,24 @@ impl Hub {
             outcome.delivered += 1;
         }
         outcome
+    }
+
+    /// Sends a keep-alive frame to every video's viewers: one timer for the whole frontend
+    /// instead of one per viewer.
+    pub(crate) fn keep_alive(&self) {
+        let keep_alive = Arc::new(Frame::KeepAlive);
+        for state in self.lock().values() {
+            let _ = state.frames.send(keep_alive.clone());
+        }
+    }
+
+    /// Ends every viewer's stream (they see their channel closed): the frontend is stopping.
+    /// The videos stay, so each stream's end goes through the usual leave and withdrawal.
+    pub(crate) fn close(&self) {
+        for state in self.lock().values_mut() {
+            let (fresh, _) = broadcast::channel(1);
+            state.frames = fresh;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VideoId, VideoState>> {

@@ -60,8 +60,6 @@ pub(crate) struct Shared {
     interest: InterestKeeper,
     metrics: FrontendMetrics,
     registry: Registry,
-    /// Cancelled when the frontend shuts down; every viewer stream ends on it.
-    shutdown: CancellationToken,
 }
 
 /// How long shutdown waits for in-flight publishes to be acknowledged.
@@ -127,13 +125,27 @@ pub async fn run(
         interest,
         metrics,
         registry,
-        shutdown: shutdown.clone(),
     });
     tracing::info!(
         dc = shared.settings.dc,
         addr = %listener.local_addr().map_err(FrontendError::Serve)?,
         "frontend listening"
     );
+    // One timer for every viewer's keep-alives, and one shutdown watch that ends every stream.
+    let ticker_hub = shared.hub.clone();
+    let ticker_shutdown = shutdown.clone();
+    let keepalive = shared.settings.keepalive;
+    tokio::spawn(async move {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        loop {
+            tokio::select! {
+                _ = ticker_shutdown.cancelled() => break,
+                _ = ticks.tick() => ticker_hub.keep_alive(),
+            }
+        }
+        ticker_hub.close();
+    });
     let served = listen::serve(
         listener,
         http::router(shared.clone()),

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use fanfare_model::{sse, Position, VideoId};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::TryRecvError};
-use tokio::time::{Instant, Interval};
 
 use crate::history::Replay;
 use crate::hub::{encode_likes, encode_reset, encode_total, Frame};
@@ -129,13 +128,8 @@ impl ViewerStream {
         self,
         preamble: Bytes,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-        let keepalive_every = self.guard.shared.settings.keepalive;
-        let mut keepalive =
-            tokio::time::interval_at(Instant::now() + keepalive_every, keepalive_every);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = State {
             viewer: self,
-            keepalive,
             preamble: Some(preamble),
             finished: false,
         };
@@ -146,9 +140,11 @@ impl ViewerStream {
     }
 }
 
+/// A viewer's stream between writes. No timer and no shutdown watch of its own: the hub sends
+/// keep-alives to every video at once and closes every video's channel on shutdown, so a
+/// wake-up costs one channel receive.
 struct State {
     viewer: ViewerStream,
-    keepalive: Interval,
     preamble: Option<Bytes>,
     finished: bool,
 }
@@ -163,16 +159,7 @@ impl State {
         if self.finished {
             return None;
         }
-        let shutdown = self.viewer.guard.shared.shutdown.clone();
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = self.keepalive.tick() => {
-                let mut out = Vec::with_capacity(16);
-                sse::write_comment(&mut out, "keep-alive");
-                return Some(Bytes::from(out));
-            }
-            received = self.viewer.frames.recv() => received,
-        };
+        let first = self.viewer.frames.recv().await;
         let mut out = Vec::with_capacity(512);
         let mut events = 0;
         let mut likes: Option<(u64, u64)> = None;
@@ -187,6 +174,11 @@ impl State {
         while let Some(frame) = next.take() {
             taken += 1;
             match &*frame {
+                Frame::KeepAlive => {
+                    if out.is_empty() && likes.is_none() {
+                        sse::write_comment(&mut out, "keep-alive");
+                    }
+                }
                 Frame::Likes { count, total } => {
                     let run = likes.get_or_insert((0, 0));
                     run.0 += count;
@@ -225,7 +217,6 @@ impl State {
             events += 1;
         }
         self.viewer.guard.shared.metrics.events_sent(events);
-        self.keepalive.reset();
         Some(Bytes::from(out))
     }
 
