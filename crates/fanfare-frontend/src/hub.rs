@@ -31,6 +31,10 @@ struct VideoState {
     /// What this frontend has delivered to the video's viewers, per origin.
     position: Position,
     total: u64,
+    /// Likes received since the last likes frame went out: sent by [`Hub::flush_likes`] (or
+    /// before the next comment), so that a stream of like batches costs each viewer a wake-up
+    /// per flush, not one per stored batch.
+    pending_likes: u64,
 }
 
 /// Counts of one [`Hub::deliver`] call, for metrics.
@@ -43,6 +47,8 @@ pub(crate) struct DeliverOutcome {
 
 pub(crate) struct Hub {
     videos: Mutex<HashMap<VideoId, VideoState>>,
+    /// Videos with likes waiting for the next flush.
+    liked: Mutex<Vec<VideoId>>,
     viewer_buffer: usize,
 }
 
@@ -50,6 +56,7 @@ impl Hub {
     pub(crate) fn new(viewer_buffer: usize) -> Self {
         Self {
             videos: Mutex::default(),
+            liked: Mutex::default(),
             viewer_buffer,
         }
     }
@@ -60,6 +67,8 @@ impl Hub {
         match videos.get_mut(video) {
             Some(state) => {
                 state.viewers += 1;
+                // Likes from before the viewer joined are not its to count.
+                send_pending_likes(state);
                 (state.frames.subscribe(), false)
             }
             None => {
@@ -71,6 +80,7 @@ impl Hub {
                         frames,
                         position: Position::new(),
                         total: 0,
+                        pending_likes: 0,
                     },
                 );
                 (receiver, true)
@@ -124,6 +134,7 @@ impl Hub {
     /// (a dispatcher's redelivery, or a second dispatcher during a hand-over).
     pub(crate) fn deliver(&self, deliveries: Vec<Delivery>) -> DeliverOutcome {
         let mut outcome = DeliverOutcome::default();
+        let mut newly_liked = Vec::new();
         let mut videos = self.lock();
         for delivery in deliveries {
             let Some(state) = videos.get_mut(&delivery.video_id) else {
@@ -137,31 +148,57 @@ impl Hub {
                 outcome.duplicates += 1;
                 continue;
             }
-            let frame = match delivery.payload {
+            match delivery.payload {
                 DeliveryPayload::Likes { count, total } => {
                     state.total = state.total.max(total);
-                    Frame::Likes {
-                        count,
-                        total: state.total,
+                    if state.pending_likes == 0 {
+                        newly_liked.push(delivery.video_id.clone());
                     }
+                    state.pending_likes += count;
                 }
                 DeliveryPayload::Comment(comment) => {
+                    // Likes that came before the comment go out before it.
+                    send_pending_likes(state);
                     let mut out = Vec::with_capacity(256);
                     let data = serde_json::to_string(&comment).unwrap_or_default();
                     let id = state.position.to_string();
                     sse::write_event(&mut out, "comment", Some(&id), &data);
-                    Frame::Comment {
+                    let frame = Frame::Comment {
                         origin: Arc::from(delivery.origin_dc.as_str()),
                         seq: delivery.origin_seq,
                         encoded: Bytes::from(out),
-                    }
+                    };
+                    // An error only means no viewer is subscribed right now.
+                    let _ = state.frames.send(Arc::new(frame));
                 }
-            };
-            // An error only means no viewer is subscribed right now.
-            let _ = state.frames.send(Arc::new(frame));
+            }
             outcome.delivered += 1;
         }
+        drop(videos);
+        if !newly_liked.is_empty() {
+            self.liked_lock().extend(newly_liked);
+        }
         outcome
+    }
+
+    /// Sends each video's likes received since its last likes frame as one frame.
+    pub(crate) fn flush_likes(&self) {
+        let liked = std::mem::take(&mut *self.liked_lock());
+        if liked.is_empty() {
+            return;
+        }
+        let mut videos = self.lock();
+        for video in liked {
+            if let Some(state) = videos.get_mut(&video) {
+                send_pending_likes(state);
+            }
+        }
+    }
+
+    fn liked_lock(&self) -> std::sync::MutexGuard<'_, Vec<VideoId>> {
+        self.liked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends a keep-alive frame to every video's viewers: one timer for the whole frontend
@@ -187,6 +224,17 @@ impl Hub {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn send_pending_likes(state: &mut VideoState) {
+    if state.pending_likes == 0 {
+        return;
+    }
+    let frame = Frame::Likes {
+        count: std::mem::take(&mut state.pending_likes),
+        total: state.total,
+    };
+    let _ = state.frames.send(Arc::new(frame));
 }
 
 /// Renders a run of likes frames as one `likes` event.
@@ -243,6 +291,8 @@ mod tests {
         ]);
         assert_eq!(outcome.delivered, 3);
         assert_eq!(outcome.duplicates, 2);
+        assert!(viewer.try_recv().is_err(), "likes wait for the flush");
+        hub.flush_likes();
         let mut counted = 0;
         while let Ok(frame) = viewer.try_recv() {
             if let Frame::Likes { count, .. } = *frame {
@@ -250,6 +300,64 @@ mod tests {
             }
         }
         assert_eq!(counted, 3);
+    }
+
+    fn comment(video: &VideoId, origin: &str, seq: u64) -> Delivery {
+        Delivery {
+            video_id: video.clone(),
+            origin_dc: origin.into(),
+            origin_seq: seq,
+            payload: DeliveryPayload::Comment(Comment {
+                video_id: video.clone(),
+                comment_id: format!("c{seq}"),
+                user_id: "u".into(),
+                text: "t".into(),
+                origin_dc: origin.into(),
+                published_at: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn like_batches_become_one_frame_per_flush_and_precede_a_later_comment() {
+        let hub = Hub::new(64);
+        let video = VideoId::parse("v").unwrap();
+        let (mut viewer, _) = hub.join(&video);
+        hub.deliver(
+            (1..=10)
+                .map(|seq| like(&video, "dc1", seq, 2, seq * 2))
+                .collect(),
+        );
+        hub.deliver(vec![
+            comment(&video, "dc1", 11),
+            like(&video, "dc1", 12, 1, 21),
+        ]);
+        hub.flush_likes();
+        hub.flush_likes();
+        let frames: Vec<String> = std::iter::from_fn(|| viewer.try_recv().ok())
+            .map(|frame| match &*frame {
+                Frame::Likes { count, total } => format!("likes {count} {total}"),
+                Frame::Comment { seq, .. } => format!("comment {seq}"),
+                Frame::KeepAlive => "keep-alive".to_owned(),
+            })
+            .collect();
+        assert_eq!(frames, ["likes 20 20", "comment 11", "likes 1 21"]);
+    }
+
+    #[test]
+    fn a_viewer_joining_is_not_sent_likes_from_before_it_joined() {
+        let hub = Hub::new(16);
+        let video = VideoId::parse("v").unwrap();
+        let (_first, _) = hub.join(&video);
+        hub.deliver(vec![like(&video, "dc1", 1, 5, 5)]);
+        let (mut second, _) = hub.join(&video);
+        hub.flush_likes();
+        assert!(second.try_recv().is_err());
+        assert_eq!(
+            hub.snapshot(&video).1,
+            5,
+            "the total it opens with has them"
+        );
     }
 
     #[test]

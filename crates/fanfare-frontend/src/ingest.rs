@@ -3,7 +3,9 @@
 //! Like requests queue on a bounded channel; one committer takes everything queued, stores one
 //! origin-stream message per video with `count` = the likes of that video, and answers each
 //! request once its message is acknowledged. Under light load a group is a single like (no
-//! timer adds latency); under heavy load groups grow while earlier commits are in flight.
+//! timer adds latency); under heavy load groups grow while the previous pass is in flight
+//! (measured with `scripts/bench/likes-3dc.sh`: 4.5–5k likes/s and freshness p99 32–37 ms
+//! with one pass in flight, against 2.5k/s and 107 ms with 256 commits in flight).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,10 +96,14 @@ pub(crate) fn start_like_committer(
                     }
                 }
             }
+            // One permit per pass, held until every video's commit of the pass is stored:
+            // while passes are in flight, likes queue and the next pass takes them all.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let permit = Arc::new(permit);
             for (video, LikeGroup { replies, causes }) in groups {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
+                let permit = permit.clone();
                 let js = js.clone();
                 let dc = dc.clone();
                 let metrics = metrics.clone();

@@ -62,6 +62,11 @@ pub(crate) struct Shared {
     registry: Registry,
 }
 
+/// How often each video's likes received meanwhile go to its viewers, as one frame: a viewer
+/// wakes at most this often for likes, however many like batches arrive (the freshness
+/// target is 250 ms).
+const LIKES_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// How long shutdown waits for in-flight publishes to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -131,19 +136,24 @@ pub async fn run(
         addr = %listener.local_addr().map_err(FrontendError::Serve)?,
         "frontend listening"
     );
-    // One timer for every viewer's keep-alives, and one shutdown watch that ends every stream.
+    // One timer for every viewer's keep-alives and likes, and one shutdown watch that ends
+    // every stream.
     let ticker_hub = shared.hub.clone();
     let ticker_shutdown = shutdown.clone();
     let keepalive = shared.settings.keepalive;
     tokio::spawn(async move {
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        let start = tokio::time::Instant::now();
+        let mut keepalives = tokio::time::interval_at(start + keepalive, keepalive);
+        let mut likes = tokio::time::interval(LIKES_EVERY);
+        likes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker_shutdown.cancelled() => break,
-                _ = ticks.tick() => ticker_hub.keep_alive(),
+                _ = likes.tick() => ticker_hub.flush_likes(),
+                _ = keepalives.tick() => ticker_hub.keep_alive(),
             }
         }
+        ticker_hub.flush_likes();
         ticker_hub.close();
     });
     let served = listen::serve(

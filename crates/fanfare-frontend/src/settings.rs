@@ -35,7 +35,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Like requests waiting to be stored; beyond it publishers get 503.
     pub like_queue: usize,
-    /// Group commits of likes in flight to the origin stream at once.
+    /// Group-commit passes of likes in flight to the origin stream at once (a pass stores
+    /// one message per video, all at once). 1 lets groups grow with the load: while a pass is
+    /// in flight, likes queue, and the next pass takes them all.
     pub like_commits_in_flight: usize,
     /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
     pub telemetry: TelemetrySettings,
@@ -55,7 +57,7 @@ impl Default for Settings {
             max_replay: 10_000,
             max_body_bytes: 16 * 1024,
             like_queue: 16_384,
-            like_commits_in_flight: 256,
+            like_commits_in_flight: 1,
             telemetry: TelemetrySettings::default(),
         }
     }
