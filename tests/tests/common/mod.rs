@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
