@@ -332,8 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &settings.telemetry,
                 &env,
             )?;
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
+            let listener = fanfare_frontend::bind(settings.listen)
                 .with_context(|| format!("binding {}", settings.listen))?;
             let shutdown = shutdown_on_signals()?;
             let outcome = fanfare_frontend::run(settings, listener, shutdown).await;

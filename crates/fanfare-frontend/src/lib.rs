@@ -70,6 +70,23 @@ const LIKES_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 /// How long shutdown waits for in-flight publishes to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Accept queue of the frontend's listener. Thousands of viewers connect at once when a
+/// stream starts; the default of 1024 overflows and the kernel drops SYNs, which clients retry
+/// only after a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the frontend's listener with a [`LISTEN_BACKLOG`]-deep accept queue.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs a frontend on `listener` until `shutdown` is cancelled.
 pub async fn run(
     settings: Settings,
