@@ -43,6 +43,8 @@ pub struct FanoutSources {
     dc: String,
     fanout: jetstream::stream::Stream,
     origins: Vec<String>,
+    /// A handle on each origin's stream (no request is made to open one).
+    origin_streams: std::collections::HashMap<String, jetstream::stream::Stream<()>>,
     /// Every source as the stream had it when this was opened (after provisioning).
     provisioned: Vec<jetstream::stream::Source>,
 }
@@ -60,15 +62,26 @@ impl FanoutSources {
             .await
             .map_err(|error| FabricError::new(FabricErrorKind::Consume, context(), error))?;
         let provisioned = info.config.sources.clone().unwrap_or_default();
-        let origins = provisioned
+        let origins: Vec<String> = provisioned
             .iter()
             .filter_map(|source| source.name.strip_prefix("EVENTS_").map(str::to_owned))
             .collect();
+        let mut origin_streams = std::collections::HashMap::new();
+        for origin in &origins {
+            let stream = js
+                .get_stream_no_info(names::origin_stream(origin))
+                .await
+                .map_err(|error| {
+                    FabricError::new(FabricErrorKind::Consume, format!("opening {origin}"), error)
+                })?;
+            origin_streams.insert(origin.clone(), stream);
+        }
         Ok(Self {
             js: js.clone(),
             dc: dc.to_owned(),
             fanout,
             origins,
+            origin_streams,
             provisioned,
         })
     }
@@ -97,11 +110,7 @@ impl FanoutSources {
 
     /// The last sequence of `origin`'s stream, if the origin answers in time.
     pub async fn origin_last(&self, origin: &str) -> Option<u64> {
-        let stream = self
-            .js
-            .get_stream_no_info(names::origin_stream(origin))
-            .await
-            .ok()?;
+        let stream = self.origin_streams.get(origin)?;
         let info = tokio::time::timeout(REACHABLE_WITHIN, stream.get_info()).await;
         info.ok()?.ok().map(|info| info.state.last_sequence)
     }
@@ -111,13 +120,9 @@ impl FanoutSources {
     /// follower that has not caught up answers "not found" for a message that exists, which
     /// would read as a gap.
     pub async fn read_origin(&self, origin: &str, seq: u64) -> Result<OriginRead, FabricError> {
-        let stream = self
-            .js
-            .get_stream_no_info(names::origin_stream(origin))
-            .await
-            .map_err(|error| {
-                FabricError::new(FabricErrorKind::Consume, format!("opening {origin}"), error)
-            })?;
+        let Some(stream) = self.origin_streams.get(origin) else {
+            return Ok(OriginRead::Skip);
+        };
         let message = match stream.get_raw_message(seq).await {
             Ok(message) => message,
             // Only sequences up to the leader's last are asked for: this one was removed.
