@@ -250,11 +250,12 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
         if chunk.is_empty() {
             continue;
         }
-        let size = format!("{:x}\r\n", chunk.len());
+        let mut size = [0u8; 20];
+        let size = chunk_size_line(&mut size, chunk.len());
         let mut out = head
             .take()
             .unwrap_or_default()
-            .chain(Bytes::from(size))
+            .chain(size)
             .chain(chunk)
             .chain(&b"\r\n"[..]);
         if write_buf(&mut stream, &mut out).await.is_err() {
@@ -262,6 +263,16 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Writes the chunk-size line of a `len`-byte chunk into `buf` (no allocation per write).
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 16 hex digits and CRLF always fit in 20 bytes.
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &buf[..end]
 }
 
 /// Writes all of `buf`, vectored where the socket takes it.
@@ -405,6 +416,13 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hex_with_crlf() {
+        let mut buf = [0u8; 20];
+        assert_eq!(chunk_size_line(&mut buf, 0x1a2), b"1a2\r\n");
+        assert_eq!(chunk_size_line(&mut buf, usize::MAX).len(), 18);
     }
 
     #[test]
