@@ -6,28 +6,41 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use fanfare_model::{sse, Delivery, DeliveryPayload, LikesEvent, Position, VideoId};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-/// What a video's viewers are sent, encoded once for all of them.
+/// A comment from `origin` (its sequence there), as a whole SSE event ready to write, encoded
+/// once for every viewer of the video.
 #[derive(Debug, Clone)]
-pub(crate) enum Frame {
-    /// Time for an SSE comment, so that proxies and clients see the stream is alive.
-    KeepAlive,
-    /// `count` more likes, the video now at `total`; a viewer's stream sums consecutive ones.
-    Likes { count: u64, total: u64 },
-    /// A comment from `origin` (its sequence there), as a whole SSE event ready to write.
-    Comment {
-        origin: Arc<str>,
-        seq: u64,
-        encoded: Bytes,
-    },
+pub(crate) struct Frame {
+    pub origin: Arc<str>,
+    pub seq: u64,
+    pub encoded: Bytes,
+    /// The video's likes as they stood when the comment was handed out: a viewer writes the
+    /// likes up to here before the comment.
+    pub likes_before: Likes,
+}
+
+/// A video's likes as handed to its viewers, and its keep-alive beat. Viewers hold a watch on
+/// it, not a queue: however long a viewer is behind, its likes are one difference of two
+/// counters (coalescing costs nothing and never fills a buffer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Likes {
+    /// Likes handed to the video's viewers since the video got its first viewer here; what a
+    /// viewer is owed is this minus what it was sent.
+    pub handed_out: u64,
+    /// The video's total as this datacenter knows it.
+    pub total: u64,
+    /// Bumped at every keep-alive tick.
+    pub beat: u64,
 }
 
 struct VideoState {
     viewers: usize,
-    /// Sent by [`Hub::deliver`], received by each viewer's stream; capacity is the
+    /// Comments, sent by [`Hub::deliver`], received by each viewer's stream; capacity is the
     /// `viewer_buffer` setting. A viewer that falls that far behind is cut off.
     frames: broadcast::Sender<Arc<Frame>>,
+    /// Likes and keep-alives.
+    likes: watch::Sender<Likes>,
     /// What this frontend has delivered to the video's viewers, per origin.
     position: Position,
     total: u64,
@@ -62,28 +75,41 @@ impl Hub {
     }
 
     /// Adds a viewer of `video`; true when it is the video's first one here.
-    pub(crate) fn join(&self, video: &VideoId) -> (broadcast::Receiver<Arc<Frame>>, bool) {
+    pub(crate) fn join(&self, video: &VideoId) -> (Subscription, bool) {
         let mut videos = self.lock();
         match videos.get_mut(video) {
             Some(state) => {
                 state.viewers += 1;
-                // Likes from before the viewer joined are not its to count.
+                // Likes from before the viewer joined are not its to count: it starts from
+                // what was handed out so far (the watch's current value counts as seen).
                 send_pending_likes(state);
-                (state.frames.subscribe(), false)
+                let subscription = Subscription {
+                    frames: state.frames.subscribe(),
+                    likes: state.likes.subscribe(),
+                    seen: *state.likes.borrow(),
+                };
+                (subscription, false)
             }
             None => {
                 let (frames, receiver) = broadcast::channel(self.viewer_buffer);
+                let (likes, likes_receiver) = watch::channel(Likes::default());
                 videos.insert(
                     video.clone(),
                     VideoState {
                         viewers: 1,
                         frames,
+                        likes,
                         position: Position::new(),
                         total: 0,
                         pending_likes: 0,
                     },
                 );
-                (receiver, true)
+                let subscription = Subscription {
+                    frames: receiver,
+                    likes: likes_receiver,
+                    seen: Likes::default(),
+                };
+                (subscription, true)
             }
         }
     }
@@ -163,10 +189,11 @@ impl Hub {
                     let data = serde_json::to_string(&comment).unwrap_or_default();
                     let id = state.position.to_string();
                     sse::write_event(&mut out, "comment", Some(&id), &data);
-                    let frame = Frame::Comment {
+                    let frame = Frame {
                         origin: Arc::from(delivery.origin_dc.as_str()),
                         seq: delivery.origin_seq,
                         encoded: Bytes::from(out),
+                        likes_before: *state.likes.borrow(),
                     };
                     // An error only means no viewer is subscribed right now.
                     let _ = state.frames.send(Arc::new(frame));
@@ -201,21 +228,22 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends a keep-alive frame to every video's viewers: one timer for the whole frontend
-    /// instead of one per viewer.
+    /// Beats every video's keep-alive: one timer for the whole frontend instead of one per
+    /// viewer.
     pub(crate) fn keep_alive(&self) {
-        let keep_alive = Arc::new(Frame::KeepAlive);
         for state in self.lock().values() {
-            let _ = state.frames.send(keep_alive.clone());
+            state.likes.send_modify(|likes| likes.beat += 1);
         }
     }
 
-    /// Ends every viewer's stream (they see their channel closed): the frontend is stopping.
+    /// Ends every viewer's stream (they see their channels closed): the frontend is stopping.
     /// The videos stay, so each stream's end goes through the usual leave and withdrawal.
     pub(crate) fn close(&self) {
         for state in self.lock().values_mut() {
             let (fresh, _) = broadcast::channel(1);
             state.frames = fresh;
+            let (fresh, _) = watch::channel(*state.likes.borrow());
+            state.likes = fresh;
         }
     }
 
@@ -226,15 +254,25 @@ impl Hub {
     }
 }
 
+/// What one viewer's stream receives: the video's comments, and a watch on its likes.
+pub(crate) struct Subscription {
+    pub frames: broadcast::Receiver<Arc<Frame>>,
+    pub likes: watch::Receiver<Likes>,
+    /// The likes as they stood when the viewer joined: counted as already seen.
+    pub seen: Likes,
+}
+
+/// Hands the likes received since the last hand-out to the video's viewers.
 fn send_pending_likes(state: &mut VideoState) {
     if state.pending_likes == 0 {
         return;
     }
-    let frame = Frame::Likes {
-        count: std::mem::take(&mut state.pending_likes),
-        total: state.total,
-    };
-    let _ = state.frames.send(Arc::new(frame));
+    let count = std::mem::take(&mut state.pending_likes);
+    let total = state.total;
+    state.likes.send_modify(|likes| {
+        likes.handed_out += count;
+        likes.total = total;
+    });
 }
 
 /// Renders a run of likes frames as one `likes` event.
@@ -253,6 +291,14 @@ pub(crate) fn encode_likes(out: &mut Vec<u8>, video: &VideoId, count: u64, total
 pub(crate) fn encode_total(out: &mut Vec<u8>, video: &VideoId, total: u64) {
     let data = serde_json::json!({ "video_id": video, "total": total }).to_string();
     sse::write_event(out, "total", None, &data);
+}
+
+/// Renders the `disconnect` event a stream ends with when the frontend ends it: `reason` is a
+/// short code (`too-slow`), `detail` says what to do.
+pub(crate) fn encode_disconnect(out: &mut Vec<u8>, video: &VideoId, reason: &str, detail: &str) {
+    let data =
+        serde_json::json!({ "video_id": video, "reason": reason, "detail": detail }).to_string();
+    sse::write_event(out, "disconnect", None, &data);
 }
 
 /// Renders the `reset` event: comments after the viewer's position cannot all be replayed, so
@@ -291,15 +337,14 @@ mod tests {
         ]);
         assert_eq!(outcome.delivered, 3);
         assert_eq!(outcome.duplicates, 2);
-        assert!(viewer.try_recv().is_err(), "likes wait for the flush");
+        assert!(
+            !viewer.likes.has_changed().unwrap(),
+            "likes wait for the flush"
+        );
         hub.flush_likes();
-        let mut counted = 0;
-        while let Ok(frame) = viewer.try_recv() {
-            if let Frame::Likes { count, .. } = *frame {
-                counted += count;
-            }
-        }
-        assert_eq!(counted, 3);
+        let likes = *viewer.likes.borrow_and_update();
+        assert_eq!(likes.handed_out - viewer.seen.handed_out, 3);
+        assert_eq!(likes.total, 3);
     }
 
     fn comment(video: &VideoId, origin: &str, seq: u64) -> Delivery {
@@ -319,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn like_batches_become_one_frame_per_flush_and_precede_a_later_comment() {
+    fn likes_before_a_comment_are_handed_out_with_it_and_later_ones_at_the_flush() {
         let hub = Hub::new(64);
         let video = VideoId::parse("v").unwrap();
         let (mut viewer, _) = hub.join(&video);
@@ -332,16 +377,19 @@ mod tests {
             comment(&video, "dc1", 11),
             like(&video, "dc1", 12, 1, 21),
         ]);
+        let frame = viewer.frames.try_recv().unwrap();
+        assert_eq!(frame.seq, 11);
+        assert_eq!(
+            (frame.likes_before.handed_out, frame.likes_before.total),
+            (20, 20),
+            "the comment carries the likes that came before it"
+        );
+        assert!(viewer.frames.try_recv().is_err(), "likes never queue");
+        assert_eq!(viewer.likes.borrow_and_update().handed_out, 20);
         hub.flush_likes();
         hub.flush_likes();
-        let frames: Vec<String> = std::iter::from_fn(|| viewer.try_recv().ok())
-            .map(|frame| match &*frame {
-                Frame::Likes { count, total } => format!("likes {count} {total}"),
-                Frame::Comment { seq, .. } => format!("comment {seq}"),
-                Frame::KeepAlive => "keep-alive".to_owned(),
-            })
-            .collect();
-        assert_eq!(frames, ["likes 20 20", "comment 11", "likes 1 21"]);
+        let likes = *viewer.likes.borrow_and_update();
+        assert_eq!((likes.handed_out, likes.total), (21, 21));
     }
 
     #[test]
@@ -352,12 +400,31 @@ mod tests {
         hub.deliver(vec![like(&video, "dc1", 1, 5, 5)]);
         let (mut second, _) = hub.join(&video);
         hub.flush_likes();
-        assert!(second.try_recv().is_err());
+        assert_eq!(
+            second.likes.borrow_and_update().handed_out,
+            second.seen.handed_out,
+            "nothing is owed to it"
+        );
         assert_eq!(
             hub.snapshot(&video).1,
             5,
             "the total it opens with has them"
         );
+    }
+
+    #[test]
+    fn a_viewer_behind_owes_all_its_likes_as_one_difference() {
+        let hub = Hub::new(4);
+        let video = VideoId::parse("v").unwrap();
+        let (mut viewer, _) = hub.join(&video);
+        for seq in 1..=1000 {
+            hub.deliver(vec![like(&video, "dc1", seq, 1, seq)]);
+            hub.flush_likes();
+        }
+        hub.keep_alive();
+        assert!(viewer.frames.try_recv().is_err(), "no comment was queued");
+        let likes = *viewer.likes.borrow_and_update();
+        assert_eq!((likes.handed_out, likes.total, likes.beat), (1000, 1000, 1));
     }
 
     #[test]
@@ -403,12 +470,9 @@ mod tests {
                 payload: DeliveryPayload::Comment(comment),
             },
         ]);
-        let _likes = viewer.try_recv().unwrap();
-        let Frame::Comment { encoded, seq, .. } = &*viewer.try_recv().unwrap() else {
-            panic!("expected a comment")
-        };
-        assert_eq!(*seq, 9);
-        let text = std::str::from_utf8(encoded).unwrap();
+        let frame = viewer.frames.try_recv().unwrap();
+        assert_eq!(frame.seq, 9);
+        let text = std::str::from_utf8(&frame.encoded).unwrap();
         assert!(
             text.starts_with("event: comment\nid: dc1:4,dc2:9\n"),
             "{text}"

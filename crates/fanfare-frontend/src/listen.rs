@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::Router;
 use bytes::{Buf, Bytes};
 use fanfare_model::{sse, Position, VideoId};
-use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -222,6 +221,14 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
     };
     // Boxed: opening (history reads, replay) is a large future the write loop does not need.
     let viewer = Box::pin(ViewerStream::open(shared.clone(), video, resume_from)).await;
+    let bytes = shared.settings.viewer_send_buffer;
+    if bytes > 0 {
+        // A fixed socket send buffer bounds the kernel memory a viewer that stops reading can
+        // hold (autotuning lets it grow to megabytes).
+        if let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes) {
+            tracing::debug!(%error, "cannot set a viewer's send buffer");
+        }
+    }
     let mut head = Vec::with_capacity(192);
     head.extend_from_slice(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
@@ -229,20 +236,20 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
     );
     let mut preamble = Vec::with_capacity(32);
     sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
-    let mut chunks = Box::pin(viewer.into_body(Bytes::from(preamble)));
+    let mut writer = viewer.into_writer(Bytes::from(preamble));
     let mut head = Some(Bytes::from(head));
     let mut probe = [0u8; 64];
     loop {
         let chunk = tokio::select! {
             biased;
-            chunk = chunks.next() => chunk,
+            chunk = writer.next_chunk() => chunk,
             read = stream.read(&mut probe) => match read {
                 // The viewer went away (or sent something it should not have).
                 Ok(0) | Err(_) => break,
                 Ok(_) => continue,
             },
         };
-        let Some(Ok(chunk)) = chunk else {
+        let Some(chunk) = chunk else {
             // The stream ended (shutdown, or the viewer fell too far behind): close cleanly.
             let _ = stream.write_all(b"0\r\n\r\n").await;
             break;
@@ -258,11 +265,39 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
             .chain(size)
             .chain(chunk)
             .chain(&b"\r\n"[..]);
-        if write_buf(&mut stream, &mut out).await.is_err() {
+        if write_watching_lag(&mut stream, &mut out, &mut writer)
+            .await
+            .is_err()
+        {
             break;
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// How often a viewer whose write is stuck (it stopped reading, its socket buffer is full) is
+/// checked for having fallen more than its buffer behind.
+const STUCK_CHECK: Duration = Duration::from_millis(250);
+
+/// Writes `buf`; if the write is stuck, cuts the viewer off once more comments are queued for
+/// it than its buffer holds. A viewer that stops reading is never waited for by anyone else
+/// (each writes on its own), and this bounds how long it holds its connection.
+async fn write_watching_lag<B: Buf>(
+    stream: &mut TcpStream,
+    buf: &mut B,
+    writer: &mut crate::viewer::Writer,
+) -> io::Result<()> {
+    loop {
+        // `write_buf` keeps its progress in `buf`, so a timed-out attempt loses nothing.
+        match tokio::time::timeout(STUCK_CHECK, write_buf(stream, buf)).await {
+            Ok(written) => return written,
+            Err(_) if writer.is_lagging() => {
+                writer.cut_off_stuck();
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            Err(_) => continue,
+        }
+    }
 }
 
 /// Writes the chunk-size line of a `len`-byte chunk into `buf` (no allocation per write).

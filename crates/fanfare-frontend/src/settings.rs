@@ -26,9 +26,14 @@ pub struct Settings {
     /// `retry:` hint sent to viewers: how long a browser waits before reconnecting.
     #[serde(with = "humantime_serde")]
     pub retry_hint: Duration,
-    /// Events a video may have queued for its slowest viewer before that viewer is cut off
-    /// (it resumes from its last event id).
+    /// Comments a video may have queued for its slowest viewer before that viewer is cut off
+    /// with a `disconnect` event (it resumes from its last event id). Likes never queue: a
+    /// viewer that is behind gets them as one count.
     pub viewer_buffer: usize,
+    /// Kernel send buffer of each viewer's socket, in bytes; bounds what a viewer that stops
+    /// reading holds in the kernel (0: the kernel's autotuning, which lets it grow to
+    /// megabytes).
+    pub viewer_send_buffer: usize,
     /// Most comments one resume replays; a viewer further behind gets a `reset` event.
     pub max_replay: usize,
     /// Largest accepted publish body, in bytes.
@@ -54,6 +59,7 @@ impl Default for Settings {
             keepalive: Duration::from_secs(15),
             retry_hint: Duration::from_secs(2),
             viewer_buffer: 1024,
+            viewer_send_buffer: 256 * 1024,
             max_replay: 10_000,
             max_body_bytes: 16 * 1024,
             like_queue: 16_384,
@@ -74,6 +80,11 @@ impl Settings {
         }
         if self.viewer_buffer == 0 {
             return Err("viewer_buffer: must be at least 1".to_owned());
+        }
+        if (1..4096).contains(&self.viewer_send_buffer) {
+            return Err(
+                "viewer_send_buffer: must be 0 (kernel default) or at least 4096 bytes".to_owned(),
+            );
         }
         if self.max_body_bytes < 64 {
             return Err("max_body_bytes: must be at least 64".to_owned());

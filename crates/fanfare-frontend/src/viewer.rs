@@ -1,8 +1,13 @@
 //! One viewer's SSE stream.
 //!
-//! Each write takes everything the viewer has queued: consecutive likes become one `likes`
-//! event (counts summed, latest total), comments go out as encoded once by the hub. Nothing
-//! waits on a timer when there is something to send.
+//! Each write takes everything the viewer has queued: comments as encoded once by the hub, and
+//! the likes handed out since the viewer's last write as one `likes` event (counts summed,
+//! latest total). Nothing waits on a timer when there is something to send.
+//!
+//! A slow viewer's buffer is bounded: comments queue in the video's shared channel (the
+//! `viewer_buffer` setting), likes are a counter difference whatever the delay, and a viewer
+//! further behind than the channel holds is cut off with a `disconnect` event; it resumes with
+//! its `Last-Event-ID`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,9 +16,10 @@ use bytes::Bytes;
 use fanfare_model::{sse, Position, VideoId};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::watch;
 
 use crate::history::Replay;
-use crate::hub::{encode_likes, encode_reset, encode_total, Frame};
+use crate::hub::{encode_disconnect, encode_likes, encode_reset, encode_total, Frame, Likes};
 use crate::Shared;
 
 /// Removes the viewer from the hub when its stream is dropped (the viewer left, or the
@@ -35,9 +41,15 @@ impl Drop for ViewerGuard {
 
 pub(crate) struct ViewerStream {
     guard: ViewerGuard,
-    /// Frames of this viewer's video, sent by the hub; lagging past its capacity ends the
+    /// Comments of this viewer's video, sent by the hub; lagging past its capacity ends the
     /// stream.
     frames: broadcast::Receiver<Arc<Frame>>,
+    /// Capacity of `frames` as the channel counts it (a power of two).
+    frames_capacity: usize,
+    /// The video's likes and keep-alive beat.
+    likes: watch::Receiver<Likes>,
+    /// Likes and beat already written to this viewer.
+    seen: Likes,
     /// What this connection was sent, per origin: a comment frame not newer is skipped (it
     /// came already through the replay of a resume).
     position: Position,
@@ -59,7 +71,7 @@ impl ViewerStream {
     ) -> Self {
         // Join before reading history: whatever arrives meanwhile is both queued here and in
         // the history, and the position filter keeps one copy.
-        let (frames, first) = shared.hub.join(&video);
+        let (subscription, first) = shared.hub.join(&video);
         shared.metrics.viewer_joined(first);
         let guard = ViewerGuard {
             shared: shared.clone(),
@@ -118,39 +130,55 @@ impl ViewerStream {
         };
         Self {
             guard,
-            frames,
+            frames_capacity: shared.settings.viewer_buffer.next_power_of_two(),
+            frames: subscription.frames,
+            likes: subscription.likes,
+            seen: subscription.seen,
             position,
             opening,
         }
     }
 
+    /// What writes this stream: [`Writer::next_chunk`] until it returns `None`.
+    pub(crate) fn into_writer(self, preamble: Bytes) -> Writer {
+        Writer {
+            viewer: self,
+            preamble: Some(preamble),
+            finished: false,
+        }
+    }
+
+    /// The stream as an HTTP body (for the router's fallback path).
     pub(crate) fn into_body(
         self,
         preamble: Bytes,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-        let state = State {
-            viewer: self,
-            preamble: Some(preamble),
-            finished: false,
-        };
-        futures::stream::unfold(state, |mut state| async move {
-            let chunk = state.next_chunk().await?;
-            Some((Ok(chunk), state))
+        futures::stream::unfold(self.into_writer(preamble), |mut writer| async move {
+            let chunk = writer.next_chunk().await?;
+            Some((Ok(chunk), writer))
         })
     }
 }
 
-/// A viewer's stream between writes. No timer and no shutdown watch of its own: the hub sends
-/// keep-alives to every video at once and closes every video's channel on shutdown, so a
+/// A viewer's stream between writes. No timer and no shutdown watch of its own: the hub beats
+/// every video's keep-alive at once and closes every video's channels on shutdown, so a
 /// wake-up costs one channel receive.
-struct State {
+pub(crate) struct Writer {
     viewer: ViewerStream,
     preamble: Option<Bytes>,
     finished: bool,
 }
 
-impl State {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+/// What woke a viewer's stream.
+enum Wake {
+    Comment(Result<Arc<Frame>, broadcast::error::RecvError>),
+    Likes(Result<(), watch::error::RecvError>),
+}
+
+impl Writer {
+    /// The next bytes to write: everything queued for the viewer, waiting until there is
+    /// something. `None` when the stream is over (shutdown, or the viewer was cut off).
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(preamble) = self.preamble.take() {
             let mut first = preamble.to_vec();
             first.append(&mut self.viewer.opening);
@@ -159,74 +187,106 @@ impl State {
         if self.finished {
             return None;
         }
-        let first = self.viewer.frames.recv().await;
+        let viewer = &mut self.viewer;
+        let wake = tokio::select! {
+            biased;
+            frame = viewer.frames.recv() => Wake::Comment(frame),
+            changed = viewer.likes.changed() => Wake::Likes(changed),
+        };
+        // The likes are read before the comments are drained: every comment handed out before
+        // this read is in the channel already, so the likes written after the drained comments
+        // never overtake a comment they came after.
+        let likes_now = *viewer.likes.borrow_and_update();
+        let mut next = match wake {
+            Wake::Comment(Ok(frame)) => Some(frame),
+            Wake::Comment(Err(broadcast::error::RecvError::Lagged(skipped))) => {
+                return Some(self.cut_off(Vec::new(), skipped))
+            }
+            Wake::Comment(Err(broadcast::error::RecvError::Closed)) | Wake::Likes(Err(_)) => {
+                return None
+            }
+            Wake::Likes(Ok(())) => None,
+        };
+        let video = &viewer.guard.video;
         let mut out = Vec::with_capacity(512);
         let mut events = 0;
-        let mut likes: Option<(u64, u64)> = None;
-        let mut next = match first {
-            Ok(frame) => Some(frame),
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                return Some(self.cut_off(skipped))
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
         let mut taken = 0;
-        while let Some(frame) = next.take() {
-            taken += 1;
-            match &*frame {
-                Frame::KeepAlive => {
-                    if out.is_empty() && likes.is_none() {
-                        sse::write_comment(&mut out, "keep-alive");
-                    }
-                }
-                Frame::Likes { count, total } => {
-                    let run = likes.get_or_insert((0, 0));
-                    run.0 += count;
-                    run.1 = *total;
-                }
-                Frame::Comment {
-                    origin,
-                    seq,
-                    encoded,
-                } => {
-                    if self.viewer.position.advance(origin, *seq) {
-                        if let Some((count, total)) = likes.take() {
-                            encode_likes(&mut out, &self.viewer.guard.video, count, total);
-                            events += 1;
-                        }
-                        out.extend_from_slice(encoded);
+        let mut lagged = None;
+        let mut capped = false;
+        loop {
+            if let Some(frame) = next.take() {
+                taken += 1;
+                if viewer.position.advance(&frame.origin, frame.seq) {
+                    // Likes handed out before the comment go out before it.
+                    let before = frame.likes_before;
+                    if before.handed_out > viewer.seen.handed_out {
+                        let count = before.handed_out - viewer.seen.handed_out;
+                        encode_likes(&mut out, video, count, before.total);
+                        viewer.seen.handed_out = before.handed_out;
                         events += 1;
                     }
+                    out.extend_from_slice(&frame.encoded);
+                    events += 1;
                 }
             }
             if taken >= MAX_FRAMES_PER_WRITE {
+                capped = true;
                 break;
             }
-            match self.viewer.frames.try_recv() {
+            match viewer.frames.try_recv() {
                 Ok(frame) => next = Some(frame),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => {}
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
                 Err(TryRecvError::Lagged(skipped)) => {
-                    // Send what was taken, then end the stream.
-                    let notice = self.cut_off(skipped);
-                    out.extend_from_slice(&notice);
+                    lagged = Some(skipped);
+                    break;
                 }
             }
         }
-        if let Some((count, total)) = likes.take() {
-            encode_likes(&mut out, &self.viewer.guard.video, count, total);
+        // Comments still queued may predate likes_now; their likes go out with them.
+        if !capped && likes_now.handed_out > viewer.seen.handed_out {
+            let count = likes_now.handed_out - viewer.seen.handed_out;
+            encode_likes(&mut out, video, count, likes_now.total);
+            viewer.seen.handed_out = likes_now.handed_out;
             events += 1;
         }
-        self.viewer.guard.shared.metrics.events_sent(events);
+        if likes_now.beat != viewer.seen.beat {
+            viewer.seen.beat = likes_now.beat;
+            if out.is_empty() {
+                sse::write_comment(&mut out, "keep-alive");
+            }
+        }
+        viewer.guard.shared.metrics.events_sent(events);
+        if let Some(skipped) = lagged {
+            // Send what was taken, then end the stream.
+            return Some(self.cut_off(out, skipped));
+        }
         Some(Bytes::from(out))
     }
 
-    /// Ends a stream that fell more than the buffer behind; the viewer reconnects (the `retry:`
-    /// hint) and resumes.
-    fn cut_off(&mut self, skipped: u64) -> Bytes {
+    /// Whether more comments are queued for this viewer than its buffer holds: its next read
+    /// would find some gone. Cheap; for a viewer whose write is stuck.
+    pub(crate) fn is_lagging(&self) -> bool {
+        self.viewer.frames.len() > self.viewer.frames_capacity
+    }
+
+    /// Ends a stream that fell more than the buffer behind, saying why: the viewer reconnects
+    /// (the `retry:` hint) with its `Last-Event-ID` and resumes where it was.
+    fn cut_off(&mut self, mut out: Vec<u8>, skipped: u64) -> Bytes {
         self.finished = true;
         self.viewer.guard.shared.metrics.viewer_lagged(skipped);
-        let mut out = Vec::with_capacity(64);
-        sse::write_comment(&mut out, "too far behind, reconnect to resume");
+        encode_disconnect(
+            &mut out,
+            &self.viewer.guard.video,
+            "too-slow",
+            "comments piled up past this connection's buffer; reconnect with Last-Event-ID to resume",
+        );
         Bytes::from(out)
+    }
+
+    /// Records a viewer cut off while its write was stuck (nothing more can be written to it).
+    pub(crate) fn cut_off_stuck(&mut self) {
+        self.finished = true;
+        let queued = self.viewer.frames.len() as u64;
+        self.viewer.guard.shared.metrics.viewer_lagged(queued);
     }
 }
