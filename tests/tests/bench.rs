@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::up::start_up;
 use common::SMALL;
 use fanfare_bench::{BenchOptions, CommentLoad, FrontendChoice};
-use fanfare_testkit::cluster::PortBlock;
+use fanfare_testkit::cluster::{fanfare_bin, PortBlock};
 use fanfare_topology::{Settings, Topology};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,8 @@ async fn bench_smoke_delivers_every_comment_once_and_exact_like_totals_in_every_
         .name
         .clone();
 
-    // 50 viewers in dc1, 20 comments/s for 1 s.
+    // 50 viewers in dc1, 20 comments/s for 1 s, held by two processes: the report merges a
+    // viewer process's stats with the bench's own.
     let mut comments = BenchOptions::for_fanfare(
         &topology,
         &FrontendChoice::Datacenters(vec!["dc1".to_owned()]),
@@ -48,6 +49,12 @@ async fn bench_smoke_delivers_every_comment_once_and_exact_like_totals_in_every_
     )
     .unwrap();
     comments.viewers = 50;
+    comments.processes = 2;
+    comments.viewer_command = vec![
+        fanfare_bin().unwrap().into_os_string(),
+        "bench".into(),
+        "--viewer-share".into(),
+    ];
     comments.comments = Some(CommentLoad {
         per_sec: 20.0,
         duration: Duration::from_secs(1),

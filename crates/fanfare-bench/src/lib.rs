@@ -19,6 +19,7 @@
 //! the bench costs little next to the server it measures. One cancellation tree: the caller's
 //! `shutdown` ends the run early, with a child token for the viewers and one for publishers.
 
+pub mod fleet;
 pub mod publisher;
 pub mod report;
 pub mod resources;
@@ -26,6 +27,7 @@ pub mod scan;
 pub mod target;
 pub mod viewer;
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -33,19 +35,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fanfare_topology::Topology;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use publisher::PubFormat;
 pub use report::BenchReport;
 
+use crate::fleet::{Fleet, ViewerShare};
 use crate::publisher::{PublishProgress, PublishTarget};
 use crate::report::{Freshness, LikesReport, Percentiles, ServerProcess, ServerReport};
 use crate::resources::ProcessSample;
 use crate::target::HttpUrl;
-use crate::viewer::{ViewerPlan, ViewerSlot, ViewerStats};
+use crate::viewer::ViewerStats;
 
 /// How often the progress line is printed and the wait loops check.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -53,7 +54,7 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Warm-up probes go out this often until every viewer has one.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// File descriptors kept free for publishers, the runtime and `/proc` reads.
-const SPARE_FILES: u64 = 256;
+pub(crate) const SPARE_FILES: u64 = 256;
 /// Bound on waiting for every viewer to connect or fail.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
@@ -119,6 +120,11 @@ pub struct BenchOptions {
     pub viewer_processes: Vec<String>,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Processes holding the viewers, this one included; above 1, the others are started with
+    /// `viewer_command` followed by their share as JSON (see [`fleet`]).
+    pub processes: usize,
+    /// Program and arguments that run a viewer process (`fanfare bench --viewer-share`).
+    pub viewer_command: Vec<OsString>,
 }
 
 /// Which frontends of a topology the viewers use.
@@ -266,6 +272,8 @@ impl BenchOptions {
             server_processes: Vec::new(),
             viewer_processes: Vec::new(),
             progress: false,
+            processes: 1,
+            viewer_command: Vec::new(),
         }
     }
 
@@ -281,6 +289,12 @@ impl BenchOptions {
         }
         if self.connect_concurrency == 0 || self.publish_concurrency == 0 {
             return invalid("concurrency must be at least 1");
+        }
+        if self.processes == 0 {
+            return invalid("processes must be at least 1");
+        }
+        if self.processes > 1 && self.viewer_command.is_empty() {
+            return invalid("more than one process needs a viewer command");
         }
         Ok(())
     }
@@ -329,7 +343,8 @@ pub async fn run(
 ) -> Result<BenchReport, BenchError> {
     options.validate()?;
     let limit = resources::raise_open_file_limit().map_err(BenchError::InvalidOptions)?;
-    if options.viewers as u64 + SPARE_FILES > limit {
+    let per_process = options.viewers.div_ceil(options.processes) as u64;
+    if per_process + SPARE_FILES > limit {
         return Err(BenchError::TooManyViewers {
             viewers: options.viewers,
             limit,
@@ -341,45 +356,35 @@ pub async fn run(
 
     // Viewers.
     let viewers_stop = shutdown.child_token();
-    let tracker = TaskTracker::new();
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(options.connect_concurrency));
-    let urls: Vec<Arc<HttpUrl>> = options.viewer_urls.iter().cloned().map(Arc::new).collect();
-    let requests: Vec<Arc<[u8]>> = urls.iter().map(|url| viewer::request_bytes(url)).collect();
-    let mut slots = Vec::with_capacity(options.viewers);
-    let mut handles = Vec::with_capacity(options.viewers);
-    for index in 0..options.viewers {
-        let which = index % urls.len();
-        let plan = ViewerPlan {
-            url: urls[which].clone(),
-            request: requests[which].clone(),
-            source: source_addr(&urls[which], options.source_addrs, index),
-            expected: expected_per_viewer,
-        };
-        let slot = Arc::new(ViewerSlot::new());
-        slots.push(slot.clone());
-        handles.push(tracker.spawn(viewer::watch(
-            plan,
-            started,
-            gate.clone(),
-            slot,
-            viewers_stop.clone(),
-        )));
-    }
-    tracker.close();
+    let share = ViewerShare {
+        urls: options.viewer_urls.clone(),
+        first_index: 0,
+        count: options.viewers,
+        source_addrs: options.source_addrs,
+        connect_concurrency: options.connect_concurrency,
+        expected: expected_per_viewer,
+    };
+    let fleet = Fleet::start(
+        share,
+        options.processes,
+        &options.viewer_command,
+        started,
+        viewers_stop.clone(),
+    )?;
     let publish_progress = Arc::new(PublishProgress::default());
-    let mut progress = Progress::new(options.progress, &slots, &publish_progress);
+    let mut progress = Progress::new(options.progress, &fleet, &publish_progress);
 
     let connect_deadline = Instant::now() + CONNECT_WAIT;
     while !shutdown.is_cancelled() && Instant::now() < connect_deadline {
-        let (connected, failed) = count_connected(&slots);
-        if connected + failed >= options.viewers as u64 {
+        let status = fleet.status();
+        if status.connected + status.failed >= options.viewers as u64 {
             break;
         }
         progress.tick("connecting");
         tokio::time::sleep(POLL_EVERY).await;
     }
-    let (connected_now, _) = count_connected(&slots);
+    let connected_now = fleet.status().connected;
     if connected_now > 0 {
         progress.line("connected");
     }
@@ -394,8 +399,8 @@ pub async fn run(
         let mut probe = 0;
         let mut next_probe = Instant::now();
         while !shutdown.is_cancelled() && Instant::now() < warm_deadline {
-            let warmed = count_warmed(&slots);
-            if warmed >= count_connected(&slots).0 {
+            let status = fleet.status();
+            if status.warmed >= status.connected {
                 break;
             }
             if Instant::now() >= next_probe {
@@ -416,7 +421,7 @@ pub async fn run(
             _ = tokio::time::sleep(options.hold) => {}
         }
     }
-    let warmed = count_warmed(&slots);
+    let warmed = fleet.status().warmed;
     let server_connected = sample_all(&options.server_processes);
 
     // Publishing.
@@ -465,7 +470,10 @@ pub async fn run(
     if publishing {
         let drain_deadline = Instant::now() + options.drain;
         while !shutdown.is_cancelled() && Instant::now() < drain_deadline {
-            if all_arrived(&slots, accepted_comments, accepted_likes) {
+            if fleet
+                .status()
+                .all_arrived(accepted_comments, accepted_likes)
+            {
                 break;
             }
             progress.tick("draining");
@@ -475,14 +483,9 @@ pub async fn run(
     let server_after = sample_all(&options.server_processes);
     viewers_stop.cancel();
     publish_stop.cancel();
-    let mut stats = Vec::with_capacity(handles.len());
-    for handle in handles {
-        if let Ok(viewer_stats) = handle.await {
-            stats.push(viewer_stats);
-        }
-    }
-    tracker.wait().await;
-    let client_cpu_s = resources::own_cpu_seconds() - client_cpu_start;
+    let fleet = fleet.finish().await;
+    let client_cpu_s = resources::own_cpu_seconds() - client_cpu_start + fleet.remote_cpu_s;
+    let stats = fleet.stats;
 
     let mut report = summarize(
         &options,
@@ -493,6 +496,7 @@ pub async fn run(
         client_cpu_s,
     );
     report.errors.extend(warmup_errors);
+    report.errors.extend(fleet.errors);
     report.server = server_report(
         &options,
         &server_before,
@@ -504,45 +508,12 @@ pub async fn run(
 }
 
 /// The local address viewer `index` binds: 127.0.0.2, .3, ... cycled, for a v4 loopback URL.
-fn source_addr(url: &HttpUrl, count: u8, index: usize) -> Option<IpAddr> {
+pub(crate) fn source_addr(url: &HttpUrl, count: u8, index: usize) -> Option<IpAddr> {
     if count == 0 || !url.addr.ip().is_loopback() || !url.addr.is_ipv4() {
         return None;
     }
     let host = 2 + (index % usize::from(count)) as u8;
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
-}
-
-fn count_connected(slots: &[Arc<ViewerSlot>]) -> (u64, u64) {
-    slots.iter().fold((0, 0), |(connected, failed), slot| {
-        if slot.connected.load(Ordering::Relaxed) {
-            (connected + 1, failed)
-        } else if slot.failed.load(Ordering::Relaxed) {
-            (connected, failed + 1)
-        } else {
-            (connected, failed)
-        }
-    })
-}
-
-fn count_warmed(slots: &[Arc<ViewerSlot>]) -> u64 {
-    slots
-        .iter()
-        .filter(|slot| slot.warmed.load(Ordering::Relaxed))
-        .count() as u64
-}
-
-fn all_arrived(slots: &[Arc<ViewerSlot>], comments: u64, likes: Option<u64>) -> bool {
-    slots
-        .iter()
-        .filter(|slot| {
-            slot.connected.load(Ordering::Relaxed) && !slot.failed.load(Ordering::Relaxed)
-        })
-        .all(|slot| {
-            slot.unique.load(Ordering::Relaxed) >= comments
-                && likes.is_none_or(|likes| {
-                    likes == 0 || slot.last_total.load(Ordering::Relaxed) == likes
-                })
-        })
 }
 
 /// Awaits a publisher while printing progress.
@@ -562,7 +533,7 @@ async fn wait_reporting<T>(
 /// The once-a-second status line on stderr.
 struct Progress<'a> {
     enabled: bool,
-    slots: &'a [Arc<ViewerSlot>],
+    fleet: &'a Fleet,
     publish: &'a PublishProgress,
     started: Instant,
     last: Instant,
@@ -571,11 +542,11 @@ struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    fn new(enabled: bool, slots: &'a [Arc<ViewerSlot>], publish: &'a PublishProgress) -> Self {
+    fn new(enabled: bool, fleet: &'a Fleet, publish: &'a PublishProgress) -> Self {
         let now = Instant::now();
         Self {
             enabled,
-            slots,
+            fleet,
             publish,
             started: now,
             last: now,
@@ -596,12 +567,8 @@ impl<'a> Progress<'a> {
         }
         let now = Instant::now();
         let seconds = now.duration_since(self.last).as_secs_f64().max(1e-3);
-        let (connected, failed) = count_connected(self.slots);
-        let received: u64 = self
-            .slots
-            .iter()
-            .map(|slot| slot.unique.load(Ordering::Relaxed))
-            .sum();
+        let status = self.fleet.status();
+        let (connected, failed, received) = (status.connected, status.failed, status.received);
         let sent = self.publish.sent.load(Ordering::Relaxed);
         eprintln!(
             "bench {:>5.1}s {phase}: connected {connected} (failed {failed}), received {received} ({:.0}/s), published {sent} ({:.0}/s, {} accepted)",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use crate::BenchError;
 
 /// An `http://host:port/path` URL taken apart; the host is an IP literal or `localhost`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HttpUrl {
     pub addr: SocketAddr,
     /// `host:port` as written, for the `Host` header.

@@ -55,8 +55,8 @@ impl ViewerSlot {
     }
 }
 
-/// Everything one viewer saw, handed back when it stops.
-#[derive(Debug, Default)]
+/// Everything one viewer saw, handed back when it stops (by a viewer process, as JSON).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ViewerStats {
     pub connected: bool,
     /// Why connecting or streaming failed, if it did.
@@ -76,7 +76,9 @@ pub struct ViewerStats {
     pub totals: Vec<(u64, u64)>,
     pub last_total: Option<u64>,
     /// Set before each read's bytes are scanned: every event in one read arrived together.
+    #[serde(skip)]
     now: u64,
+    #[serde(skip)]
     unique: u64,
 }
 

@@ -156,6 +156,13 @@ struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Processes holding the viewers, this one included: one holds at most about 19,700
+    /// connections here (its open-file limit), and one runtime reads only so fast.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Run as a viewer process of another bench (internal; the JSON is its share).
+    #[arg(long, hide = true)]
+    viewer_share: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -576,6 +583,10 @@ async fn soak(run_dir: PathBuf, topology: &Path, args: SoakArgs) -> anyhow::Resu
 /// `fanfare bench`: resolves the target into URLs and pids, runs `fanfare_bench::run` and
 /// prints the report. Exits 1 when something was lost, duplicated or a viewer did not connect.
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(share) = &args.viewer_share {
+        fanfare_bench::fleet::serve_share(share).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let video = args.video.unwrap_or_else(fanfare_bench::fresh_video_id);
     let mut options = match args.target {
         BenchTarget::Fanfare => {
@@ -629,6 +640,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     options.drain = args.drain;
     options.hold = args.hold;
     options.progress = true;
+    options.processes = args.processes;
+    options.viewer_command = vec![
+        std::env::current_exe()
+            .context("locating the fanfare binary")?
+            .into_os_string(),
+        "bench".into(),
+        "--viewer-share".into(),
+    ];
     let shutdown = shutdown_on_signals()?;
     let report = fanfare_bench::run(options, shutdown).await?;
     if args.json {
