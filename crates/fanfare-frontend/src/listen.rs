@@ -287,7 +287,18 @@ async fn write_watching_lag<B: Buf>(
     buf: &mut B,
     writer: &mut crate::viewer::Writer,
 ) -> io::Result<()> {
-    loop {
+    // Most writes go straight into the socket buffer: no timer, no future for those.
+    while buf.has_remaining() {
+        let mut slices = [io::IoSlice::new(&[]); 4];
+        let count = buf.chunks_vectored(&mut slices);
+        match stream.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => buf.advance(written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => return Err(error),
+        }
+    }
+    while buf.has_remaining() {
         // `write_buf` keeps its progress in `buf`, so a timed-out attempt loses nothing.
         match tokio::time::timeout(STUCK_CHECK, write_buf(stream, buf)).await {
             Ok(written) => return written,
@@ -298,6 +309,7 @@ async fn write_watching_lag<B: Buf>(
             Err(_) => continue,
         }
     }
+    Ok(())
 }
 
 /// Writes the chunk-size line of a `len`-byte chunk into `buf` (no allocation per write).
