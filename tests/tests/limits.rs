@@ -189,7 +189,10 @@ fn assert_rate_limited(response: &RawResponse, detail_part: &str) -> u64 {
     );
     assert_eq!(problem["status"], 429);
     let detail = problem["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(detail_part), "{detail:?} names {detail_part:?}");
+    assert!(
+        detail.contains(detail_part),
+        "{detail:?} names {detail_part:?}"
+    );
     let retry_after = response.retry_after();
     assert!(retry_after >= 1, "{response:?}");
     retry_after

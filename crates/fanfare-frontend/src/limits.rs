@@ -117,8 +117,16 @@ impl LimitSettings {
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
             ("like_user", self.like_user_rate, self.like_user_burst),
-            ("like_address", self.like_address_rate, self.like_address_burst),
-            ("comment_user", self.comment_user_rate, self.comment_user_burst),
+            (
+                "like_address",
+                self.like_address_rate,
+                self.like_address_burst,
+            ),
+            (
+                "comment_user",
+                self.comment_user_rate,
+                self.comment_user_burst,
+            ),
             (
                 "comment_address",
                 self.comment_address_rate,
@@ -227,7 +235,9 @@ impl RateLimiter {
 
     fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
         let shard = &self.shards[(key as usize) % SHARDS];
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `Ok` if one more request of `key` fits now, else how long until it would.
@@ -586,7 +596,8 @@ mod tests {
                 .admit(PublishKind::Like, user, client("10.0.0.9"))
                 .unwrap();
         }
-        let (limit, retry) = refused_limit(limits.admit(PublishKind::Like, "d", client("10.0.0.9")));
+        let (limit, retry) =
+            refused_limit(limits.admit(PublishKind::Like, "d", client("10.0.0.9")));
         assert_eq!(limit, Limit::LikeAddressRate);
         assert_eq!(retry, 1, "0.1 s rounds up to 1");
         // "d" was refused, so its own bucket is untouched: two at once still fit.

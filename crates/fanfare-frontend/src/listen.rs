@@ -209,8 +209,8 @@ async fn serve_api(
     });
     let client = ClientAddr(peer.ip());
     let service_activity = activity.clone();
-    let service = hyper::service::service_fn(
-        move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             use tower::Service;
             request.extensions_mut().insert(client);
             service_activity.request_started();
@@ -222,8 +222,7 @@ async fn serve_api(
                 activity.request_finished();
                 response
             }
-        },
-    );
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
         .header_read_timeout(None)
