@@ -198,3 +198,68 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn problem_of(response: Response) -> serde_json::Value {
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn limits_answer_with_their_status_slug_and_retry_after() {
+        let cases = [
+            (
+                ApiError::RateLimited {
+                    limit: Limit::CommentAddressRate,
+                    retry_after_secs: 7,
+                },
+                429,
+                "rate-limited",
+                Some("7"),
+            ),
+            (
+                ApiError::TooManyConnections,
+                429,
+                "too-many-connections",
+                Some("1"),
+            ),
+            (ApiError::FrontendFull, 503, "overloaded", Some("1")),
+            (
+                ApiError::HeaderTooLarge { limit: 8192 },
+                431,
+                "header-too-large",
+                None,
+            ),
+            (
+                ApiError::CommentTooLong { limit: 10 },
+                400,
+                "invalid-body",
+                None,
+            ),
+        ];
+        for (error, status, slug, retry_after) in cases {
+            let detail = error.to_string();
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{slug}");
+            let header = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|value| value.to_str().unwrap().to_owned());
+            assert_eq!(header.as_deref(), retry_after, "{slug}");
+            let problem = problem_of(response).await;
+            assert_eq!(problem["type"], format!("urn:fanfare:problem:{slug}"));
+            assert_eq!(problem["detail"], detail);
+        }
+        let detail = ApiError::RateLimited {
+            limit: Limit::CommentAddressRate,
+            retry_after_secs: 7,
+        }
+        .to_string();
+        assert_eq!(detail, "too many comments from this address; retry in 7 s");
+    }
+}
