@@ -11,7 +11,7 @@ use common::up::start_up;
 use common::SMALL;
 use fanfare_bench::{BenchOptions, CommentLoad, FrontendChoice};
 use fanfare_testkit::cluster::{fanfare_bin, PortBlock};
-use fanfare_topology::{Settings, Topology};
+use fanfare_topology::{FrontendLimits, Settings, Topology};
 use tokio_util::sync::CancellationToken;
 
 /// Each bench run is bounded by this.
@@ -23,6 +23,8 @@ async fn bench_smoke_delivers_every_comment_once_and_exact_like_totals_in_every_
     let topology = Topology::builder()
         .settings(Settings {
             partitions: 2,
+            // The smoke benchmark and the soak publish as fast as they can from one address.
+            frontend_limits: FrontendLimits::Unthrottled,
             ..Settings::default()
         })
         .dc("dc1", SMALL)

@@ -10,7 +10,7 @@ use common::up::start_up;
 use common::SMALL;
 use fanfare_soak::SoakOptions;
 use fanfare_testkit::cluster::PortBlock;
-use fanfare_topology::{Settings, Topology};
+use fanfare_topology::{FrontendLimits, Settings, Topology};
 use tokio_util::sync::CancellationToken;
 
 /// The whole test, start to stop, is bounded by this.
@@ -23,6 +23,8 @@ async fn a_seeded_soak_under_chaos_loses_and_duplicates_nothing_in_any_datacente
         .settings(Settings {
             interest_ttl: Duration::from_secs(3),
             partitions: 4,
+            // The smoke benchmark and the soak publish as fast as they can from one address.
+            frontend_limits: FrontendLimits::Unthrottled,
             ..Settings::default()
         })
         .dc("dc1", SMALL)

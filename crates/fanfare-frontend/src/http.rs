@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
     sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
-    COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
+    USER_ID_MAX_LEN,
 };
 use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::ingest::{PendingLike, QueueError};
+use crate::limits::ClientAddr;
 use crate::problem::ApiError;
 use crate::viewer::ViewerStream;
 use crate::Shared;
@@ -190,6 +191,7 @@ fn check_user_id(user_id: &str) -> Result<(), ApiError> {
 /// `POST /v1/videos/{id}/likes`: 202 once the like is stored in this datacenter.
 async fn publish_like(
     State(shared): State<Arc<Shared>>,
+    Extension(client): Extension<ClientAddr>,
     Path(video_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -202,6 +204,10 @@ async fn publish_like(
         let request: LikeRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
+        // Once the user is known, before anything goes to NATS.
+        shared
+            .publish_limits
+            .admit(PublishKind::Like, &request.user_id, client)?;
         let (reply, stored) = oneshot::channel();
         let pending = PendingLike {
             video: video.clone(),
@@ -238,6 +244,7 @@ async fn publish_like(
 /// `POST /v1/videos/{id}/comments`: 202 once the comment is stored in this datacenter.
 async fn publish_comment(
     State(shared): State<Arc<Shared>>,
+    Extension(client): Extension<ClientAddr>,
     Path(video_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -250,11 +257,19 @@ async fn publish_comment(
         let request: CommentRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
         check_user_id(&request.user_id)?;
-        if request.text.is_empty() || request.text.chars().count() > COMMENT_TEXT_MAX_CHARS {
+        let max_chars = shared.settings.limits.max_comment_chars;
+        if request.text.is_empty() {
             return Err(ApiError::InvalidBody(format!(
-                "text must be 1 to {COMMENT_TEXT_MAX_CHARS} characters"
+                "text must be 1 to {max_chars} characters"
             )));
         }
+        if request.text.chars().count() > max_chars {
+            return Err(ApiError::CommentTooLong { limit: max_chars });
+        }
+        // Once the user is known, before anything goes to NATS.
+        shared
+            .publish_limits
+            .admit(PublishKind::Comment, &request.user_id, client)?;
         // A publisher that retries with the same Idempotency-Key (within the origin stream's
         // duplicate window) gets its comment stored once.
         let comment_id = match headers.get("idempotency-key") {
@@ -306,6 +321,9 @@ fn respond(
             Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
         }
         Err(error) => {
+            if let Some(limit) = error.limit() {
+                shared.metrics.limited(limit);
+            }
             let outcome = match error {
                 ApiError::Unavailable | ApiError::Overloaded | ApiError::OutcomeUnknown => {
                     PublishOutcome::Unavailable

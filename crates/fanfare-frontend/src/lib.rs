@@ -17,11 +17,13 @@ mod http;
 mod hub;
 mod ingest;
 mod interest;
+mod limits;
 mod listen;
 mod problem;
 mod settings;
 mod viewer;
 
+pub use limits::LimitSettings;
 pub use problem::ApiError;
 pub use settings::Settings;
 
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     history: history::History,
     likes: LikeQueue,
     interest: InterestKeeper,
+    /// Rate limits of likes and comments, per user and per client address.
+    publish_limits: limits::PublishLimits,
     metrics: FrontendMetrics,
     registry: Registry,
 }
@@ -137,6 +141,7 @@ pub async fn run(
         ingest_token.clone(),
     );
 
+    let publish_limits = limits::PublishLimits::new(&settings.limits);
     let shared = Arc::new(Shared {
         settings,
         client: client.clone(),
@@ -145,6 +150,7 @@ pub async fn run(
         history,
         likes,
         interest,
+        publish_limits,
         metrics,
         registry,
     });

@@ -9,6 +9,7 @@
 //! each wake-up writes everything queued for it in one vectored write.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,24 +18,36 @@ use std::time::Duration;
 use axum::Router;
 use bytes::{Buf, Bytes};
 use fanfare_model::{sse, Position, VideoId};
+use fanfare_telemetry::Limit;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::{
+    ApiActivity, ClientAddr, ConnectionLimiter, ConnectionRefused, ConnectionSlot, Watch,
+    MIN_HEAD_BYTES,
+};
 use crate::problem::ApiError;
 use crate::viewer::ViewerStream;
 use crate::Shared;
 
-/// Longest request head read before deciding where a connection goes.
-const MAX_HEAD: usize = 16 * 1024;
-/// A client has this long to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for API connections to finish their request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEADERS: usize = 64;
+/// Longest problem body written on a raw socket.
+const MAX_PROBLEM_BODY: usize = 4 * 1024;
+/// Refused connections being answered at once; beyond it a refused connection is closed
+/// without an answer, so a flood of refusals holds few sockets.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a refused connection is answered and drained before it is closed.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes read (and dropped) from a refused connection before closing it: closing with
+/// unread bytes resets the connection, and the client may lose the answer.
+const MAX_LINGER_BYTES: usize = 64 * 1024;
 
 /// Accepts until `shutdown`, then waits (bounded) for open API requests to finish. Viewer
 /// streams end on `shutdown` by themselves.
@@ -45,13 +58,15 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
+    let limiter = Arc::new(ConnectionLimiter::new(&shared.settings.limits));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors or a connection reset before accept: not fatal.
                 tracing::debug!(%error, "accept failed");
@@ -60,8 +75,30 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let slot = match limiter.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let error = match refused {
+                    ConnectionRefused::Frontend => ApiError::FrontendFull,
+                    ConnectionRefused::Address => ApiError::TooManyConnections,
+                };
+                if let Some(limit) = error.limit() {
+                    shared.metrics.limited(limit);
+                }
+                // No permit: the socket just closes.
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    connections.spawn(async move {
+                        let _permit = permit;
+                        refuse(stream, error).await;
+                    });
+                }
+                continue;
+            }
+        };
         connections.spawn(connection(
             stream,
+            peer,
+            slot,
             router.clone(),
             shared.clone(),
             shutdown.clone(),
@@ -85,16 +122,39 @@ struct StreamRequest {
     accept: Option<Vec<u8>>,
 }
 
+/// Serves one connection, holding its `slot` until it closes.
 async fn connection(
     mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
     router: Router,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let _slot = slot;
+    let limits = &shared.settings.limits;
     let mut head = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head)).await;
-    let Ok(Ok(head_len)) = read else {
-        return;
+    let read = tokio::time::timeout(
+        limits.header_read_timeout,
+        read_head(&mut stream, &mut head, limits.max_head_bytes),
+    )
+    .await;
+    let head_len = match read {
+        Ok(Ok(Head::Complete(head_len))) => head_len,
+        Ok(Ok(Head::TooLarge)) => {
+            let error = ApiError::HeaderTooLarge {
+                limit: limits.max_head_bytes,
+            };
+            shared.metrics.limited(Limit::HeaderSize);
+            drop(head);
+            refuse(stream, error).await;
+            return;
+        }
+        Ok(Err(_)) => return,
+        Err(_) => {
+            shared.metrics.limited(Limit::HeaderTimeout);
+            return;
+        }
     };
     // Each branch is boxed, so that a viewer's task holds only what a viewer needs (an
     // unboxed hyper connection would size every connection's task).
@@ -103,40 +163,125 @@ async fn connection(
         Box::pin(serve_viewer(stream, request, shared)).await;
         return;
     }
-    Box::pin(serve_api(stream, head, router, shutdown)).await;
+    Box::pin(serve_api(stream, peer, head, router, shared, shutdown)).await;
+}
+
+/// Answers a refused connection with `error`'s problem and closes it, after reading what the
+/// client sent meanwhile (bounded in time and bytes).
+async fn refuse(mut stream: TcpStream, error: ApiError) {
+    let answered = async {
+        write_problem(&mut stream, error).await;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < MAX_LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answered).await;
 }
 
 /// Everything that is not a viewer stream, this request and any that follow on the
 /// connection, is hyper's.
-async fn serve_api(stream: TcpStream, head: Vec<u8>, router: Router, shutdown: CancellationToken) {
+///
+/// The connection is closed once it has been without a request for `limits.idle_timeout`, or
+/// when a request head, once started, takes longer than `limits.header_read_timeout`. Both are
+/// watched here rather than with hyper's `header_read_timeout`: hyper starts that timer as soon
+/// as a keep-alive connection goes idle, so it would close idle connections after the
+/// header-read timeout and leave no room for a longer idle timeout.
+async fn serve_api(
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: Vec<u8>,
+    router: Router,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let limits = &shared.settings.limits;
+    let activity = Arc::new(ApiActivity::new());
     let io = TokioIo::new(Prefixed {
         prefix: Bytes::from(head),
         stream,
+        activity: activity.clone(),
     });
-    let service = TowerToHyperService::new(router);
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    let client = ClientAddr(peer.ip());
+    let service_activity = activity.clone();
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            use tower::Service;
+            request.extensions_mut().insert(client);
+            service_activity.request_started();
+            let activity = service_activity.clone();
+            // A router is always ready; each request gets its own clone.
+            let answer = router.clone().call(request);
+            async move {
+                let response = answer.await;
+                activity.request_finished();
+                response
+            }
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
+        .header_read_timeout(None)
+        .serve_connection(io, service);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+    let idle_timeout = limits.idle_timeout;
+    let header_timeout = limits.header_read_timeout;
+    let mut deadline = Instant::now() + idle_timeout.min(header_timeout);
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if served.is_err_and(|error| error.is_parse_too_large()) {
+                    // hyper answered 431 (without a problem body) to a keep-alive request.
+                    shared.metrics.limited(Limit::HeaderSize);
+                }
+                return;
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                match activity.watch(Instant::now(), idle_timeout, header_timeout) {
+                    Watch::Until(next) => deadline = next,
+                    Watch::Idle => {
+                        shared.metrics.limited(Limit::IdleTimeout);
+                        return;
+                    }
+                    Watch::HeaderTimeout => {
+                        shared.metrics.limited(Limit::HeaderTimeout);
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
-/// Reads until the end of the request head; returns its length (bytes after it, if any,
-/// stay in `head`).
-async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<usize> {
+/// How a request head read ended.
+enum Head {
+    /// The head is this many bytes long (bytes after it, if any, stay in the buffer).
+    Complete(usize),
+    /// No end within the limit.
+    TooLarge,
+}
+
+/// Reads until the end of the request head, at most `max` bytes of it.
+async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>, max: usize) -> io::Result<Head> {
     let mut scanned = 0;
     loop {
         if let Some(end) = find_head_end(head, scanned) {
-            return Ok(end);
+            if end > max {
+                return Ok(Head::TooLarge);
+            }
+            return Ok(Head::Complete(end));
         }
         scanned = head.len().saturating_sub(3);
-        if head.len() >= MAX_HEAD {
-            // Too long for a viewer request: hyper answers it (431) or closes.
-            return Ok(head.len());
+        if head.len() >= max {
+            return Ok(Head::TooLarge);
         }
         if head.capacity() == head.len() {
             head.reserve(head.len().max(1024));
@@ -369,7 +514,7 @@ async fn write_problem(stream: &mut TcpStream, error: ApiError) {
         .and_then(|value| value.to_str().ok())
         .map(|value| format!("retry-after: {value}\r\n"))
         .unwrap_or_default();
-    let body = axum::body::to_bytes(response.into_body(), MAX_HEAD)
+    let body = axum::body::to_bytes(response.into_body(), MAX_PROBLEM_BODY)
         .await
         .unwrap_or_default();
     let head = format!(
@@ -383,10 +528,12 @@ async fn write_problem(stream: &mut TcpStream, error: ApiError) {
     let _ = stream.shutdown().await;
 }
 
-/// A socket whose first reads return bytes already read from it.
+/// A socket whose first reads return bytes already read from it; every read that brings
+/// bytes is reported to `activity`.
 struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
+    activity: Arc<ApiActivity>,
 }
 
 impl AsyncRead for Prefixed {
@@ -399,9 +546,15 @@ impl AsyncRead for Prefixed {
             let take = self.prefix.len().min(buf.remaining());
             let taken = self.prefix.split_to(take);
             buf.put_slice(&taken);
+            self.activity.bytes_read();
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        read
     }
 }
 

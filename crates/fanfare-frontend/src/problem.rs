@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fanfare_telemetry::Limit;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,27 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("text must be 1 to {limit} characters")]
+    CommentTooLong { limit: usize },
+    #[error("{}; retry in {retry_after_secs} s", rate_limited_what(*limit))]
+    RateLimited { limit: Limit, retry_after_secs: u64 },
+    #[error("too many open connections from this address")]
+    TooManyConnections,
+    #[error("this frontend has too many open connections, retry shortly")]
+    FrontendFull,
+    #[error("the request head is larger than {limit} bytes")]
+    HeaderTooLarge { limit: usize },
+}
+
+/// What a rate limit refused, as a client reads it.
+fn rate_limited_what(limit: Limit) -> &'static str {
+    match limit {
+        Limit::LikeUserRate => "too many likes from this user",
+        Limit::LikeAddressRate => "too many likes from this address",
+        Limit::CommentUserRate => "too many comments from this user",
+        Limit::CommentAddressRate => "too many comments from this address",
+        _ => "too many requests",
+    }
 }
 
 #[derive(Serialize)]
@@ -90,6 +112,40 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            ApiError::CommentTooLong { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "Invalid request body",
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            ApiError::TooManyConnections => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-connections",
+                "Too many connections",
+            ),
+            ApiError::FrontendFull => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            ApiError::HeaderTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-too-large",
+                "Request header too large",
+            ),
+        }
+    }
+
+    /// The limit this error enforces, if it is one (counted in `fanfare_frontend_limited`).
+    pub(crate) fn limit(&self) -> Option<Limit> {
+        match self {
+            ApiError::RateLimited { limit, .. } => Some(*limit),
+            ApiError::BodyTooLarge { .. } => Some(Limit::BodySize),
+            ApiError::CommentTooLong { .. } => Some(Limit::CommentLength),
+            ApiError::TooManyConnections => Some(Limit::AddressConnections),
+            ApiError::FrontendFull => Some(Limit::Connections),
+            ApiError::HeaderTooLarge { .. } => Some(Limit::HeaderSize),
+            _ => None,
         }
     }
 }
@@ -107,6 +163,13 @@ impl From<&fanfare_fabric::FabricError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.status_and_slug();
+        let retry_after = match &self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(HeaderValue::from(*retry_after_secs)),
+            ApiError::TooManyConnections => Some(HeaderValue::from_static("1")),
+            _ => None,
+        };
         let problem = Problem {
             kind: format!("urn:fanfare:problem:{slug}"),
             title,
@@ -127,6 +190,76 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(retry_after) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn problem_of(response: Response) -> serde_json::Value {
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn limits_answer_with_their_status_slug_and_retry_after() {
+        let cases = [
+            (
+                ApiError::RateLimited {
+                    limit: Limit::CommentAddressRate,
+                    retry_after_secs: 7,
+                },
+                429,
+                "rate-limited",
+                Some("7"),
+            ),
+            (
+                ApiError::TooManyConnections,
+                429,
+                "too-many-connections",
+                Some("1"),
+            ),
+            (ApiError::FrontendFull, 503, "overloaded", Some("1")),
+            (
+                ApiError::HeaderTooLarge { limit: 8192 },
+                431,
+                "header-too-large",
+                None,
+            ),
+            (
+                ApiError::CommentTooLong { limit: 10 },
+                400,
+                "invalid-body",
+                None,
+            ),
+        ];
+        for (error, status, slug, retry_after) in cases {
+            let detail = error.to_string();
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{slug}");
+            let header = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|value| value.to_str().unwrap().to_owned());
+            assert_eq!(header.as_deref(), retry_after, "{slug}");
+            let problem = problem_of(response).await;
+            assert_eq!(problem["type"], format!("urn:fanfare:problem:{slug}"));
+            assert_eq!(problem["detail"], detail);
+        }
+        let detail = ApiError::RateLimited {
+            limit: Limit::CommentAddressRate,
+            retry_after_secs: 7,
+        }
+        .to_string();
+        assert_eq!(detail, "too many comments from this address; retry in 7 s");
     }
 }

@@ -5,6 +5,8 @@ use fanfare_fabric::NatsSettings;
 use fanfare_telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::LimitSettings;
+
 /// A frontend's whole configuration (`fanfare frontend --config FILE`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +48,8 @@ pub struct Settings {
     pub like_commits_in_flight: usize,
     /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
     pub telemetry: TelemetrySettings,
+    /// Rate limits, connection caps, sizes and timeouts (`[limits]`).
+    pub limits: LimitSettings,
 }
 
 impl Default for Settings {
@@ -65,6 +69,7 @@ impl Default for Settings {
             like_queue: 16_384,
             like_commits_in_flight: 1,
             telemetry: TelemetrySettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -95,6 +100,7 @@ impl Settings {
         if self.nats.urls.is_empty() {
             return Err("nats.urls: at least one url is required".to_owned());
         }
+        self.limits.validate()?;
         self.telemetry.validate()
     }
 }

@@ -239,6 +239,9 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             settings.listen = node.listen;
             settings.nats.urls = dc.client_urls();
             settings.interest_ttl = topology.settings.interest_ttl;
+            if topology.settings.frontend_limits == fanfare_topology::FrontendLimits::Unthrottled {
+                settings.limits = fanfare_frontend::LimitSettings::unthrottled();
+            }
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
         }

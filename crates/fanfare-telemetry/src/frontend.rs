@@ -18,6 +18,67 @@ pub enum PublishOutcome {
     Unavailable,
 }
 
+/// A limit of the frontend that refused or closed something (`limit` label of
+/// `fanfare_frontend_limited_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// A user's like rate.
+    LikeUserRate,
+    /// A client address's like rate.
+    LikeAddressRate,
+    /// A user's comment rate.
+    CommentUserRate,
+    /// A client address's comment rate.
+    CommentAddressRate,
+    /// Open connections of the whole frontend.
+    Connections,
+    /// Open connections from one client address.
+    AddressConnections,
+    /// Size of a request head.
+    HeaderSize,
+    /// Time to send a request head.
+    HeaderTimeout,
+    /// Time an API keep-alive connection may stay without a request.
+    IdleTimeout,
+    /// Size of a publish body.
+    BodySize,
+    /// Length of a comment's text.
+    CommentLength,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::LikeUserRate => "like_user_rate",
+            Limit::LikeAddressRate => "like_address_rate",
+            Limit::CommentUserRate => "comment_user_rate",
+            Limit::CommentAddressRate => "comment_address_rate",
+            Limit::Connections => "connections",
+            Limit::AddressConnections => "address_connections",
+            Limit::HeaderSize => "header_size",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::BodySize => "body_size",
+            Limit::CommentLength => "comment_length",
+        }
+    }
+}
+
+impl EncodeLabelValue for Limit {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: Limit,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PublishLabels {
     kind: PublishKind,
@@ -43,6 +104,7 @@ pub struct FrontendMetrics {
     publish: Family<PublishLabels, Counter>,
     publish_seconds: Histogram,
     likes_per_commit: Histogram,
+    limited: Family<LimitLabels, Counter>,
 }
 
 impl FrontendMetrics {
@@ -66,6 +128,7 @@ impl FrontendMetrics {
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
             likes_per_commit: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            limited: Family::default(),
         };
         let prefix = registry.sub_registry_with_prefix("fanfare_frontend");
         prefix.register("viewers", "Open viewer streams", metrics.viewers.clone());
@@ -144,6 +207,11 @@ impl FrontendMetrics {
             "Likes stored per origin stream message (group commit)",
             metrics.likes_per_commit.clone(),
         );
+        prefix.register(
+            "limited",
+            "Requests refused and connections closed by a limit, by limit",
+            metrics.limited.clone(),
+        );
         metrics
     }
 
@@ -219,5 +287,12 @@ impl FrontendMetrics {
 
     pub fn publish_failed(&self, error: &dyn std::error::Error) {
         tracing::warn!(%error, "cannot store an interaction");
+    }
+
+    /// A limit refused a request or closed a connection. Logged at debug only: a flood of
+    /// refusals must not become a flood of log lines.
+    pub fn limited(&self, limit: Limit) {
+        tracing::debug!(limit = limit.as_str(), "refused by a limit");
+        self.limited.get_or_create(&LimitLabels { limit }).inc();
     }
 }

@@ -106,6 +106,9 @@ impl ClusterBuilder {
             UpOptions::new(dir.path().join("run"), nats_server_bin()?, fanfare_bin()?);
         // Viewers that leave are noticed at the next keep-alive write.
         options.frontend.keepalive = Duration::from_millis(500);
+        // Tests publish as fast as they can from one address: no rate limits or connection
+        // caps unless a test sets its own (tests/tests/limits.rs does).
+        options.frontend.limits = fanfare_frontend::LimitSettings::unthrottled();
         options.internal_ports_from = Some(ports.first() + PortBlock::SIZE / 2);
         (self.options)(&mut options);
         let running = tokio::time::timeout(

@@ -230,6 +230,7 @@ mod tests {
         let settings = Settings {
             partitions: 4,
             interest_ttl: Duration::from_secs(3),
+            frontend_limits: crate::FrontendLimits::Unthrottled,
             ..Settings::default()
         };
         let t = Topology::builder()

@@ -433,6 +433,7 @@ pub(crate) fn to_toml(t: &Topology) -> String {
     );
     let _ = writeln!(out, "retention = {}", d(s.retention));
     let _ = writeln!(out, "replicas = {}", s.replicas);
+    let _ = writeln!(out, "frontend_limits = {}", q(s.frontend_limits.as_str()));
     for dc in &t.datacenters {
         let _ = writeln!(out, "\n[[datacenter]]\nname = {}", q(&dc.name));
     }

@@ -92,6 +92,29 @@ pub struct Settings {
     /// Otherwise at most 5 and at most the number of servers in every
     /// datacenter.
     pub replicas: usize,
+    /// Which limits (`[limits]` of the frontend config) `fanfare up` gives its frontends.
+    pub frontend_limits: FrontendLimits,
+}
+
+/// The limits profile of a topology's frontends (`[settings] frontend_limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendLimits {
+    /// The frontend config's own limits (production defaults unless the config sets others).
+    #[default]
+    Production,
+    /// Rate limits off and connection caps out of reach, for local runs and benchmarks that
+    /// publish from a few addresses as fast as they can.
+    Unthrottled,
+}
+
+impl FrontendLimits {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontendLimits::Production => "production",
+            FrontendLimits::Unthrottled => "unthrottled",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -102,6 +125,7 @@ impl Default for Settings {
             gateway_ping_interval: Duration::from_secs(2),
             retention: Duration::from_secs(24 * 3600),
             replicas: 0,
+            frontend_limits: FrontendLimits::Production,
         }
     }
 }
