@@ -218,13 +218,7 @@ impl Writer {
                 taken += 1;
                 if viewer.position.advance(&frame.origin, frame.seq) {
                     // Likes handed out before the comment go out before it.
-                    let before = frame.likes_before;
-                    if before.handed_out > viewer.seen.handed_out {
-                        let count = before.handed_out - viewer.seen.handed_out;
-                        encode_likes(&mut out, video, count, before.total);
-                        viewer.seen.handed_out = before.handed_out;
-                        events += 1;
-                    }
+                    events += owed_likes(&mut out, video, &mut viewer.seen, frame.likes_before);
                     out.extend_from_slice(&frame.encoded);
                     events += 1;
                 }
@@ -243,11 +237,8 @@ impl Writer {
             }
         }
         // Comments still queued may predate likes_now; their likes go out with them.
-        if !capped && likes_now.handed_out > viewer.seen.handed_out {
-            let count = likes_now.handed_out - viewer.seen.handed_out;
-            encode_likes(&mut out, video, count, likes_now.total);
-            viewer.seen.handed_out = likes_now.handed_out;
-            events += 1;
+        if !capped {
+            events += owed_likes(&mut out, video, &mut viewer.seen, likes_now);
         }
         if likes_now.beat != viewer.seen.beat {
             viewer.seen.beat = likes_now.beat;
@@ -289,4 +280,15 @@ impl Writer {
         let queued = self.viewer.frames.len() as u64;
         self.viewer.guard.shared.metrics.viewer_lagged(queued);
     }
+}
+
+/// Writes the likes handed out up to `upto` that the viewer was not sent yet, as one `likes`
+/// event; returns the events written (0 or 1).
+fn owed_likes(out: &mut Vec<u8>, video: &VideoId, seen: &mut Likes, upto: Likes) -> usize {
+    if upto.handed_out <= seen.handed_out {
+        return 0;
+    }
+    encode_likes(out, video, upto.handed_out - seen.handed_out, upto.total);
+    seen.handed_out = upto.handed_out;
+    1
 }
