@@ -37,7 +37,10 @@ fn accepted_texts() -> Vec<(&'static str, String)> {
             "<script>alert('x')</script><img src=x onerror=\"alert(1)\">&amp;".to_owned(),
         ),
         ("tab", "tab\there".to_owned()),
-        ("4-byte emoji", "\u{1F389}\u{1F980} party \u{1F469}\u{200D}\u{1F4BB}".to_owned()),
+        (
+            "4-byte emoji",
+            "\u{1F389}\u{1F980} party \u{1F469}\u{200D}\u{1F4BB}".to_owned(),
+        ),
         (
             "combining marks",
             "e\u{301}\u{302}\u{303}\u{304}\u{305} z\u{36F}\u{36F}\u{36F}\u{36F}".to_owned(),
@@ -50,10 +53,7 @@ fn accepted_texts() -> Vec<(&'static str, String)> {
             "bom, line and paragraph separators",
             "\u{FEFF}bom \u{2028} \u{2029} \u{FFFD} \u{FFFF}".to_owned(),
         ),
-        (
-            "json-looking",
-            r#""},"text":"forged","x":{"#.to_owned(),
-        ),
+        ("json-looking", r#""},"text":"forged","x":{"#.to_owned()),
         (
             "exactly the maximum length, in 4-byte characters",
             "\u{1F389}".repeat(COMMENT_TEXT_MAX_CHARS),
@@ -271,7 +271,11 @@ async fn hostile_comment_text_arrives_intact_as_one_event_and_refused_text_reach
     like(&dc1, "calm", "u").await.unwrap();
     let received = receive(&mut bystander, 1, 0).await;
     assert_eq!(
-        (received.likes, received.comment_ids.len(), received.other.len()),
+        (
+            received.likes,
+            received.comment_ids.len(),
+            received.other.len()
+        ),
         (1, 0, 0)
     );
     cluster.stop().await;
@@ -403,7 +407,10 @@ async fn ids_that_could_inject_into_subjects_or_headers_are_refused_and_reach_no
         assert_eq!(status, 400, "{case}: {}", String::from_utf8_lossy(&body));
         assert_eq!(content_type, "application/problem+json", "{case}");
         let problem: Value = serde_json::from_slice(&body).expect("problem json");
-        assert_eq!(problem["type"], "urn:fanfare:problem:invalid-body", "{case}");
+        assert_eq!(
+            problem["type"], "urn:fanfare:problem:invalid-body",
+            "{case}"
+        );
     }
 
     // Last-Event-ID values that are not positions, in the header and in the query.
@@ -430,7 +437,11 @@ async fn ids_that_could_inject_into_subjects_or_headers_are_refused_and_reach_no
             "Last-Event-ID {position:.40}: {text}"
         );
     }
-    for position in ["dc1%3A1%0D%0Aevent%3A%20x", "dc1%3A1%00", "dc1%E2%80%A41%3A1"] {
+    for position in [
+        "dc1%3A1%0D%0Aevent%3A%20x",
+        "dc1%3A1%00",
+        "dc1%E2%80%A41%3A1",
+    ] {
         let response = http::get(&format!("{url}?last_event_id={position}"))
             .await
             .unwrap();

@@ -84,18 +84,12 @@ fn reference(bytes: &[u8]) -> (Vec<SseItem>, String) {
                 data.push_str(value);
                 data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    id_buffer = value.to_owned();
-                }
-            }
-            "retry" => {
-                // "Consists of only ASCII digits": taken as non-empty, as browsers do.
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(ms) = value.parse::<u64>() {
-                        retry = Some(ms);
-                    }
-                }
+            // An id holding NUL is ignored.
+            "id" if !value.contains('\0') => id_buffer = value.to_owned(),
+            // "Consists of only ASCII digits": taken as non-empty, as browsers do; a value too
+            // large for the reconnection time is ignored.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                retry = value.parse::<u64>().ok().or(retry);
             }
             _ => {}
         }
@@ -118,9 +112,30 @@ fn parse_in_pieces(bytes: &[u8], cuts: &[prop::sample::Index]) -> (Vec<SseItem>,
 }
 
 const TOKENS: &[&[u8]] = &[
-    b"data", b"event", b"id", b"retry", b":", b": ", b" ", b"\r", b"\n", b"\r\n", b"\0", b"x",
-    b"7", b"message", b"\xEF\xBB\xBF", b"\xFF", b"\xE2\x82", b"\xC3\xA9", b"\xF0\x9F\x8E\x89",
-    b"\xF0\x9F", b"Data", b"data:", b"id: ", b"event: ",
+    b"data",
+    b"event",
+    b"id",
+    b"retry",
+    b":",
+    b": ",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\0",
+    b"x",
+    b"7",
+    b"message",
+    b"\xEF\xBB\xBF",
+    b"\xFF",
+    b"\xE2\x82",
+    b"\xC3\xA9",
+    b"\xF0\x9F\x8E\x89",
+    b"\xF0\x9F",
+    b"Data",
+    b"data:",
+    b"id: ",
+    b"event: ",
 ];
 
 fn byte_soup() -> impl Strategy<Value = Vec<u8>> {

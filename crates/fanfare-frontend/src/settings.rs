@@ -105,12 +105,18 @@ mod tests {
                 name: bad.to_owned(),
                 ..settings.clone()
             };
-            assert!(named.validate().unwrap_err().starts_with("name: "), "{bad:?}");
+            assert!(
+                named.validate().unwrap_err().starts_with("name: "),
+                "{bad:?}"
+            );
             let placed = Settings {
                 dc: bad.to_owned(),
                 ..settings.clone()
             };
-            assert!(placed.validate().unwrap_err().starts_with("dc: "), "{bad:?}");
+            assert!(
+                placed.validate().unwrap_err().starts_with("dc: "),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -204,9 +204,7 @@ impl FromStr for Position {
             return Ok(position);
         }
         if raw.len() > POSITION_MAX_LEN {
-            return Err(InvalidPosition {
-                reason: "too long",
-            });
+            return Err(InvalidPosition { reason: "too long" });
         }
         for (index, part) in raw.split(',').enumerate() {
             if index >= POSITION_MAX_ORIGINS {

@@ -249,8 +249,19 @@ mod tests {
     #[test]
     fn names_that_could_inject_into_a_subject_are_rejected() {
         for bad in [
-            "", "dc.1", "dc*", "dc>", "dc 1", "dc\t1", "dc\n1", "dc\u{0}", "DC1", "-dc", "dc_1",
-            "d\u{441}1", "dc%2E1",
+            "",
+            "dc.1",
+            "dc*",
+            "dc>",
+            "dc 1",
+            "dc\t1",
+            "dc\n1",
+            "dc\u{0}",
+            "DC1",
+            "-dc",
+            "dc_1",
+            "d\u{441}1",
+            "dc%2E1",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} was accepted");
         }

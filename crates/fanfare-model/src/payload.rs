@@ -293,7 +293,9 @@ mod tests {
             Err(InvalidBody::NotAnObject)
         );
         assert_eq!(
-            LikeRequest::decode(b" \r\n\t{\"user_id\":\"u\"} \n").unwrap().user_id,
+            LikeRequest::decode(b" \r\n\t{\"user_id\":\"u\"} \n")
+                .unwrap()
+                .user_id,
             "u"
         );
     }

@@ -134,6 +134,9 @@ mod tests {
     fn comments_stay_one_line() {
         let mut out = Vec::new();
         write_comment(&mut out, "x\n\ndata: injected\r");
-        assert_eq!(out, ": x\u{FFFD}\u{FFFD}data: injected\u{FFFD}\n\n".as_bytes());
+        assert_eq!(
+            out,
+            ": x\u{FFFD}\u{FFFD}data: injected\u{FFFD}\n\n".as_bytes()
+        );
     }
 }
