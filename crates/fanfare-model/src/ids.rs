@@ -124,6 +124,10 @@ impl fmt::Display for MessageId {
 /// It is the SSE `id:` of every comment, written `dc1:12,dc3:7` (origins sorted by name). Because
 /// origin sequences are the same wherever they are read, a position taken in one datacenter means
 /// the same thing in every other one, which is what lets a viewer resume anywhere.
+///
+/// Origins are datacenter names ([`crate::names::is_valid_name`]): parsing enforces it, and
+/// the origins fanfare records come from subjects whose parsers enforce it too, so a position's
+/// text never holds a line break, NUL or separator out of place and always parses back to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Position {
     seqs: BTreeMap<String, u64>,

@@ -1,9 +1,12 @@
 //! Server-Sent Events framing.
 //!
 //! What the encoder guarantees, for any input strings (checked by property tests against the
-//! conforming parser in `fanfare-client`):
+//! WHATWG-conforming parser in `fanfare-client`):
+//! - every writer appends whole lines and ends with a blank line, so frames can be concatenated
+//!   in any order and each one starts where a parser expects a new field;
 //! - [`write_event`] appends exactly one event: a conforming parser reads back exactly one
-//!   event, with no other field, whatever `event`, `id` and `data` hold;
+//!   event with the given name, id and data, and no other field (no `retry`, no second event),
+//!   whatever the strings hold;
 //! - its `data` comes back exactly as given once line breaks are normalised: SSE itself turns
 //!   CRLF and CR into LF (the encoder writes one `data:` line per line, split on CRLF, CR and LF),
 //!   so data without CR (all JSON, which escapes every control character: everything fanfare
@@ -11,7 +14,7 @@
 //! - `event` and `id` are single-line fields: CR, LF and NUL in them (never in what fanfare
 //!   writes: event names are constants, ids are [`Position`](crate::Position)s) are replaced by
 //!   U+FFFD, so they can neither end the event early nor make a parser drop the id; every other
-//!   character comes back unchanged;
+//!   character comes back unchanged (an empty name reads as `message`, an empty id as none);
 //! - [`write_comment`] appends one comment line that dispatches nothing, with the same
 //!   replacement, and [`write_retry`] one `retry:` field.
 
@@ -46,15 +49,6 @@ pub fn write_comment(out: &mut Vec<u8>, text: &str) {
 /// Appends a `retry:` hint: how long a browser waits before reconnecting.
 pub fn write_retry(out: &mut Vec<u8>, millis: u64) {
     out.extend_from_slice(format!("retry: {millis}\n\n").as_bytes());
-}
-
-/// What `text` becomes in a single-line field: CR, LF and NUL replaced by U+FFFD.
-pub fn single_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\r', '\n', '\0']) {
-        text.replace(['\r', '\n', '\0'], "\u{FFFD}").into()
-    } else {
-        text.into()
-    }
 }
 
 fn push_single_line(out: &mut Vec<u8>, text: &str) {
@@ -126,8 +120,6 @@ mod tests {
             frame("a\nb", Some("1\r2\x003\r\n"), ""),
             "event: a\u{FFFD}b\nid: 1\u{FFFD}2\u{FFFD}3\u{FFFD}\u{FFFD}\ndata: \n\n"
         );
-        assert_eq!(single_line("a\r\nb"), "a\u{FFFD}\u{FFFD}b");
-        assert_eq!(single_line("plain: text"), "plain: text");
     }
 
     #[test]
