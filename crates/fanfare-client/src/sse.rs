@@ -21,6 +21,9 @@
 //! * an event that is not terminated by a blank line when the stream ends is
 //!   discarded (nothing is emitted until its blank line arrives).
 //!
+//! `tests/sse_conformance.rs` checks it, on arbitrary byte streams cut anywhere, against a
+//! literal transcription of those rules, and checks fanfare's encoder against it.
+//!
 //! [`SseStream`] is one real `EventSource`-like connection: a hyper HTTP/1.1
 //! client connection on its own tokio `TcpStream`, with the connection driver
 //! on a spawned task. Dropping the stream aborts that task and so closes the

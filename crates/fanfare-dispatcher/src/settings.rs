@@ -45,6 +45,9 @@ impl Default for Settings {
 impl Settings {
     /// Checks what serde cannot; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        // Both become NATS subject tokens and stream names: nothing that could inject there.
+        fanfare_model::names::check_name(&self.name).map_err(|error| format!("name: {error}"))?;
+        fanfare_model::names::check_name(&self.dc).map_err(|error| format!("dc: {error}"))?;
         if self.partitions == 0 || self.partitions > 64 {
             return Err("partitions: must be between 1 and 64".to_owned());
         }
@@ -58,5 +61,35 @@ impl Settings {
             return Err("nats.urls: at least one url is required".to_owned());
         }
         self.telemetry.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_inject_into_a_subject_are_refused() {
+        let mut settings = Settings::default();
+        settings.nats.urls = vec!["nats://127.0.0.1:4222".to_owned()];
+        assert_eq!(settings.validate(), Ok(()));
+        for bad in ["fe.1", "fe*", ">", "fe 1", "fe\n1", ""] {
+            let named = Settings {
+                name: bad.to_owned(),
+                ..settings.clone()
+            };
+            assert!(
+                named.validate().unwrap_err().starts_with("name: "),
+                "{bad:?}"
+            );
+            let placed = Settings {
+                dc: bad.to_owned(),
+                ..settings.clone()
+            };
+            assert!(
+                placed.validate().unwrap_err().starts_with("dc: "),
+                "{bad:?}"
+            );
+        }
     }
 }

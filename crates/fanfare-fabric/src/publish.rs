@@ -1,5 +1,5 @@
 use async_nats::jetstream;
-use fanfare_model::{names, Interaction};
+use fanfare_model::{names, Interaction, MessageId};
 
 use crate::{FabricError, FabricErrorKind};
 
@@ -13,7 +13,8 @@ pub struct StoredAt {
 
 /// Stores `interaction` in the origin stream of `dc` and waits for the acknowledgement, so the
 /// caller may tell its publisher the interaction is durable. `message_id` de-duplicates retries
-/// within the stream's duplicate window.
+/// within the stream's duplicate window; it is a [`MessageId`], so a publisher's
+/// `Idempotency-Key` cannot forge a header line.
 ///
 /// Nothing is sent while the client is disconnected: the client would buffer it and send it
 /// after reconnecting, long after the publisher was answered. Only a publish sent and then not
@@ -24,7 +25,7 @@ pub async fn publish_interaction(
     js: &jetstream::Context,
     dc: &str,
     interaction: &Interaction,
-    message_id: &str,
+    message_id: &MessageId,
 ) -> Result<StoredAt, FabricError> {
     let subject = names::origin_subject(dc, interaction.video_id(), interaction.kind());
     let payload = serde_json::to_vec(interaction).map_err(|error| {
@@ -37,7 +38,7 @@ pub async fn publish_interaction(
         ));
     }
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
     // The trace of the request that stored it; sourcing copies headers, so every
     // datacenter's dispatcher continues it.
     if let Some(traceparent) = fanfare_telemetry::spans::current_traceparent() {

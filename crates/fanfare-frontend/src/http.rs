@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
-    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
-    USER_ID_MAX_LEN,
+    sse, unix_millis, Comment, CommentRequest, Interaction, InvalidBody, LikeRequest, MessageId,
+    Position, VideoId,
 };
 use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
@@ -62,11 +63,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 /// streams the video's events until the viewer leaves or the frontend shuts down.
 async fn open_stream(
     State(shared): State<Arc<Shared>>,
-    Path(video_id): Path<String>,
+    video_id: Result<Path<String>, PathRejection>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let video = VideoId::parse(&video_id)?;
+    let video = video_of(video_id)?;
     if !accepts_event_stream(&headers) {
         return Err(ApiError::NotAcceptable);
     }
@@ -93,6 +94,14 @@ async fn open_stream(
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The video id in the path. A segment that does not percent-decode to UTF-8 (`%FF`) is an
+/// invalid id like any other, answered with the same problem (not the router's plain text).
+fn video_of(path: Result<Path<String>, PathRejection>) -> Result<VideoId, ApiError> {
+    let Path(raw) =
+        path.map_err(|_| ApiError::InvalidVideoId(fanfare_model::InvalidVideoId::BadCharacter))?;
+    Ok(VideoId::parse(&raw)?)
 }
 
 #[derive(serde::Deserialize)]
@@ -128,11 +137,8 @@ struct Accepted {
 }
 
 /// Reads a JSON body after checking its type and size; nothing is published on any error.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// Decoding and checking its content is the model's pure `decode` of each request type.
+async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -151,59 +157,37 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     if declared.is_some_and(|length| length > limit) {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit)
+    axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::BodyTooLarge { limit })?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::InvalidBody(error.to_string()))
+        .map_err(|_| ApiError::BodyTooLarge { limit })
 }
 
 /// An `Idempotency-Key` becomes the comment id and the stream's message id, so it must be a
-/// plain token: `[A-Za-z0-9_-]{1,64}`.
-fn idempotency_key(value: &axum::http::HeaderValue) -> Result<String, ApiError> {
+/// [`MessageId`]: `[A-Za-z0-9_-]{1,64}`.
+fn idempotency_key(value: &axum::http::HeaderValue) -> Result<MessageId, ApiError> {
     let key = value.to_str().unwrap_or_default();
-    let valid = !key.is_empty()
-        && key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(ApiError::InvalidBody(
+    MessageId::parse(key).map_err(|_| {
+        ApiError::InvalidBody(
             "Idempotency-Key must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'".to_owned(),
-        ));
-    }
-    Ok(key.to_owned())
-}
-
-fn check_user_id(user_id: &str) -> Result<(), ApiError> {
-    if user_id.is_empty() || user_id.len() > USER_ID_MAX_LEN {
-        return Err(ApiError::InvalidBody(format!(
-            "user_id must be 1 to {USER_ID_MAX_LEN} bytes"
-        )));
-    }
-    if user_id.chars().any(char::is_control) {
-        return Err(ApiError::InvalidBody(
-            "user_id must not contain control characters".to_owned(),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// `POST /v1/videos/{id}/likes`: 202 once the like is stored in this datacenter.
 async fn publish_like(
     State(shared): State<Arc<Shared>>,
     Extension(client): Extension<ClientAddr>,
-    Path(video_id): Path<String>,
+    video_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let span = spans::publish(PublishKind::Like);
     let outcome = async {
-        let video = VideoId::parse(&video_id)?;
+        let video = video_of(video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
-        let request: LikeRequest =
-            read_json(&headers, body, shared.settings.max_body_bytes).await?;
-        check_user_id(&request.user_id)?;
+        let body = read_json(&headers, body, shared.settings.max_body_bytes).await?;
+        let request = LikeRequest::decode(&body)?;
         // Once the user is known, before anything goes to NATS.
         shared
             .publish_limits
@@ -245,24 +229,22 @@ async fn publish_like(
 async fn publish_comment(
     State(shared): State<Arc<Shared>>,
     Extension(client): Extension<ClientAddr>,
-    Path(video_id): Path<String>,
+    video_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let span = spans::publish(PublishKind::Comment);
     let outcome = async {
-        let video = VideoId::parse(&video_id)?;
+        let video = video_of(video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
-        let request: CommentRequest =
-            read_json(&headers, body, shared.settings.max_body_bytes).await?;
-        check_user_id(&request.user_id)?;
+        let body = read_json(&headers, body, shared.settings.max_body_bytes).await?;
+        // The model bounds every comment; a frontend may be configured to take shorter ones.
         let max_chars = shared.settings.limits.max_comment_chars;
-        if request.text.is_empty() {
-            return Err(ApiError::InvalidBody(format!(
-                "text must be 1 to {max_chars} characters"
-            )));
-        }
+        let request = CommentRequest::decode(&body).map_err(|error| match error {
+            InvalidBody::TextTooLong => ApiError::CommentTooLong { limit: max_chars },
+            other => other.into(),
+        })?;
         if request.text.chars().count() > max_chars {
             return Err(ApiError::CommentTooLong { limit: max_chars });
         }
@@ -274,11 +256,11 @@ async fn publish_comment(
         // duplicate window) gets its comment stored once.
         let comment_id = match headers.get("idempotency-key") {
             Some(key) => idempotency_key(key)?,
-            None => nuid::next().to_string(),
+            None => MessageId::generate(),
         };
         let comment = Comment {
             video_id: video.clone(),
-            comment_id: comment_id.clone(),
+            comment_id: comment_id.to_string(),
             user_id: request.user_id,
             text: request.text,
             origin_dc: shared.settings.dc.clone(),
@@ -291,7 +273,7 @@ async fn publish_comment(
                 shared.metrics.publish_failed(&error);
                 ApiError::from(&error)
             })?;
-        Ok((video, Some(comment_id)))
+        Ok((video, Some(comment_id.to_string())))
     }
     .instrument(span.clone())
     .await;

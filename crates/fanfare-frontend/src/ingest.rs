@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use fanfare_fabric::{publish_interaction, FabricError};
-use fanfare_model::{unix_millis, Interaction, LikeBatch, VideoId};
+use fanfare_model::{unix_millis, Interaction, LikeBatch, MessageId, VideoId};
 use fanfare_telemetry::spans::{self, TraceCause};
 use fanfare_telemetry::FrontendMetrics;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -117,7 +117,7 @@ pub(crate) fn start_like_committer(
                             origin_dc: dc.clone(),
                             published_at: unix_millis(),
                         });
-                        let message_id = nuid::next().to_string();
+                        let message_id = MessageId::generate();
                         let stored = publish_interaction(&js, &dc, &interaction, &message_id).await;
                         drop(permit);
                         let receipt = match stored {

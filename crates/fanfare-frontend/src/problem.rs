@@ -150,6 +150,12 @@ impl ApiError {
     }
 }
 
+impl From<fanfare_model::InvalidBody> for ApiError {
+    fn from(error: fanfare_model::InvalidBody) -> Self {
+        ApiError::InvalidBody(error.to_string())
+    }
+}
+
 impl From<&fanfare_fabric::FabricError> for ApiError {
     /// A failed publish: unknown outcome when it was sent and not acknowledged, else not stored.
     fn from(error: &fanfare_fabric::FabricError) -> Self {

@@ -75,12 +75,59 @@ impl fmt::Display for VideoId {
     }
 }
 
+/// Longest accepted message id, in bytes (all accepted characters are ASCII).
+pub const MESSAGE_ID_MAX_LEN: usize = 64;
+
+/// A message id: `[A-Za-z0-9_-]{1,64}`. It is the `Nats-Msg-Id` header that de-duplicates a
+/// retried publish in the origin stream, and a comment's `comment_id`; a publisher chooses it
+/// with `Idempotency-Key`, so it is checked like a video id (no CR, LF or `:` that could forge a
+/// NATS header line, no whitespace, no subject metacharacter).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MessageId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message id must be 1 to {MESSAGE_ID_MAX_LEN} characters of A-Z, a-z, 0-9, '_' and '-'")]
+pub struct InvalidMessageId;
+
+impl MessageId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidMessageId> {
+        let valid = !raw.is_empty()
+            && raw.len() <= MESSAGE_ID_MAX_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(InvalidMessageId);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// A fresh unique id (a NUID: 22 alphanumeric characters).
+    pub fn generate() -> Self {
+        Self(nuid::next().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Where a viewer stands in a video's history: for each origin datacenter, the sequence number
 /// (in that datacenter's origin stream) of the last interaction the viewer was sent.
 ///
 /// It is the SSE `id:` of every comment, written `dc1:12,dc3:7` (origins sorted by name). Because
 /// origin sequences are the same wherever they are read, a position taken in one datacenter means
 /// the same thing in every other one, which is what lets a viewer resume anywhere.
+///
+/// Origins are datacenter names ([`crate::names::is_valid_name`]): parsing enforces it, and
+/// the origins fanfare records come from subjects whose parsers enforce it too, so a position's
+/// text never holds a line break, NUL or separator out of place and always parses back to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Position {
     seqs: BTreeMap<String, u64>,
@@ -94,6 +141,13 @@ pub struct InvalidPosition {
 
 /// Bound on origins in one position, so that a hostile `Last-Event-ID` cannot cost much to parse.
 const POSITION_MAX_ORIGINS: usize = 64;
+
+/// Longest textual position: [`POSITION_MAX_ORIGINS`] origins of the longest name with the
+/// largest sequence, and their separators. Anything longer is rejected before it is looked at.
+pub const POSITION_MAX_LEN: usize =
+    POSITION_MAX_ORIGINS * (crate::names::NAME_MAX_LEN + 1 + U64_MAX_DIGITS + 1) - 1;
+
+const U64_MAX_DIGITS: usize = 20;
 
 impl Position {
     pub fn new() -> Self {
@@ -145,10 +199,16 @@ impl fmt::Display for Position {
 impl FromStr for Position {
     type Err = InvalidPosition;
 
+    /// Parses `origin:seq,origin:seq`: origins are datacenter names
+    /// ([`crate::names::is_valid_name`]), each listed once, sequences plain decimal `u64`s
+    /// (ASCII digits only: no sign, no space). The empty string is the empty position.
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let mut position = Position::new();
         if raw.is_empty() {
             return Ok(position);
+        }
+        if raw.len() > POSITION_MAX_LEN {
+            return Err(InvalidPosition { reason: "too long" });
         }
         for (index, part) in raw.split(',').enumerate() {
             if index >= POSITION_MAX_ORIGINS {
@@ -161,19 +221,20 @@ impl FromStr for Position {
                     reason: "expected origin:sequence",
                 });
             };
-            let origin_ok = !origin.is_empty()
-                && origin.len() <= 32
-                && origin
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !origin_ok {
+            if !crate::names::is_valid_name(origin) {
                 return Err(InvalidPosition {
                     reason: "bad origin name",
                 });
             }
-            let seq: u64 = seq.parse().map_err(|_| InvalidPosition {
-                reason: "bad sequence number",
-            })?;
+            let digits_only = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+            let seq: u64 = match seq.parse() {
+                Ok(seq) if digits_only => seq,
+                _ => {
+                    return Err(InvalidPosition {
+                        reason: "bad sequence number",
+                    })
+                }
+            };
             if position.seqs.insert(origin.to_owned(), seq).is_some() {
                 return Err(InvalidPosition {
                     reason: "origin listed twice",
@@ -229,12 +290,26 @@ mod tests {
             ":1",
             "dc1:-1",
             "dc1:1,",
+            "dc1:+1",
+            "dc1: 1",
+            " dc1:1",
+            "dc1:1 ",
+            "dc1:1\n",
+            "dc1:1\r\nid: x",
+            "dc1:1\u{0}",
+            "dc.1:1",
+            "dc*:1",
+            "-dc:1",
+            "dc1:18446744073709551616",
+            "dc1:1;dc2:2",
         ] {
             assert!(bad.parse::<Position>().is_err(), "{bad:?} was accepted");
         }
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
         #[test]
         fn valid_video_ids_round_trip(raw in "[A-Za-z0-9_-]{1,64}") {
             let id = VideoId::parse(&raw).unwrap();
@@ -242,7 +317,7 @@ mod tests {
         }
 
         #[test]
-        fn positions_round_trip(seqs in proptest::collection::btree_map("[a-z0-9][a-z0-9-]{0,8}", any::<u64>(), 0..6)) {
+        fn positions_round_trip(seqs in proptest::collection::btree_map("[a-z0-9][a-z0-9-]{0,31}", any::<u64>(), 0..64)) {
             let mut position = Position::new();
             for (origin, seq) in &seqs {
                 position.advance(origin, *seq);
@@ -256,5 +331,52 @@ mod tests {
         fn position_parser_never_panics(raw in ".{0,80}") {
             let _ = raw.parse::<Position>();
         }
+
+        /// Inputs built from the position alphabet and the characters that matter around it
+        /// (separators, signs, whitespace, controls): whatever parses displays back to a string
+        /// that parses to the same position, and holds nothing but names, digits, `:` and `,`.
+        #[test]
+        fn accepted_positions_are_canonical_and_plain(raw in "[a-z0-9:,\\- +\t\r\n\u{0}.*>]{0,60}") {
+            if let Ok(position) = raw.parse::<Position>() {
+                let shown = position.to_string();
+                prop_assert_eq!(shown.parse::<Position>().unwrap(), position);
+                prop_assert!(shown.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-:,".contains(&b)));
+                prop_assert!(!raw.contains([' ', '\t', '\r', '\n', '\0', '+', '.', '*', '>']));
+            }
+        }
+
+        #[test]
+        fn message_ids_are_accepted_iff_plain_tokens(raw in proptest::prop_oneof!["[A-Za-z0-9_-]{0,66}", "\\PC{0,70}"]) {
+            let plain = (1..=MESSAGE_ID_MAX_LEN).contains(&raw.len())
+                && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            prop_assert_eq!(MessageId::parse(&raw).is_ok(), plain);
+        }
+
+        #[test]
+        fn video_ids_are_accepted_iff_plain_tokens(raw in proptest::prop_oneof!["[A-Za-z0-9_-]{0,66}", "[A-Za-z0-9_.*> %\u{2024}\u{FF0E}-]{0,66}", "\\PC{0,70}"]) {
+            let plain = (1..=VIDEO_ID_MAX_LEN).contains(&raw.len())
+                && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            prop_assert_eq!(VideoId::parse(&raw).is_ok(), plain);
+            if plain {
+                prop_assert!(!raw.contains(['.', '*', '>', ' ', '%']));
+            }
+        }
+    }
+
+    #[test]
+    fn huge_positions_are_rejected_before_they_are_parsed() {
+        let longest: Position = (0..POSITION_MAX_ORIGINS)
+            .map(|index| format!("{index:0>32}:{}", u64::MAX))
+            .collect::<Vec<_>>()
+            .join(",")
+            .parse()
+            .expect("the longest valid position parses");
+        assert_eq!(longest.to_string().len(), POSITION_MAX_LEN);
+        let huge = "dc1:1,".repeat(1_000_000);
+        assert_eq!(
+            huge.parse::<Position>().unwrap_err().reason,
+            "too long",
+            "rejected by its length alone"
+        );
     }
 }

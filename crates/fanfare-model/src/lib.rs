@@ -17,8 +17,12 @@ pub mod names;
 mod payload;
 pub mod sse;
 
-pub use ids::{InvalidPosition, InvalidVideoId, Position, VideoId, VIDEO_ID_MAX_LEN};
+pub use ids::{
+    InvalidMessageId, InvalidPosition, InvalidVideoId, MessageId, Position, VideoId,
+    MESSAGE_ID_MAX_LEN, POSITION_MAX_LEN, VIDEO_ID_MAX_LEN,
+};
 pub use payload::{
-    unix_millis, Comment, CommentRequest, Delivery, DeliveryPayload, FrontendBatch, Interaction,
-    LikeBatch, LikeRequest, LikesEvent, COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
+    check_comment_text, check_user_id, unix_millis, Comment, CommentRequest, Delivery,
+    DeliveryPayload, FrontendBatch, Interaction, InvalidBody, LikeBatch, LikeRequest, LikesEvent,
+    COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
 };

@@ -1,12 +1,66 @@
 //! Names of every NATS subject, stream, consumer and bucket fanfare uses.
 //!
-//! Datacenter and node names come from a validated topology (`[a-z0-9-]`), video ids from
-//! [`VideoId`], so none of these can contain a subject wildcard or separator they should not.
+//! Every value that becomes a subject token, stream or bucket name is checked before it gets
+//! here: video ids are [`VideoId`]s, message ids [`MessageId`](crate::MessageId)s, and datacenter
+//! and node names pass [`check_name`] where they enter fanfare (topology files, node configs).
+//! None of them can hold a subject separator (`.`), wildcard (`*`, `>`), whitespace or control
+//! character. The builders below also assert it in debug builds, so a caller that skipped the
+//! check fails its tests instead of addressing the wrong subjects.
 
 use crate::VideoId;
 
+/// Longest datacenter or node name.
+pub const NAME_MAX_LEN: usize = 32;
+
+/// What a datacenter or node name looks like.
+pub const NAME_PATTERN: &str = "[a-z0-9][a-z0-9-]{0,31}";
+
+/// A datacenter or node name that does not match [`NAME_PATTERN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name {shown:?}: must match {NAME_PATTERN}")]
+pub struct InvalidName {
+    /// The start of the name, for the message (a hostile one may be huge).
+    shown: String,
+}
+
+/// Whether `name` may name a datacenter or node: `[a-z0-9][a-z0-9-]{0,31}`. Such a name is one
+/// subject token, a valid stream and bucket name suffix, and a valid part of an event position.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            bytes.len() <= NAME_MAX_LEN
+                && allowed(first)
+                && rest.iter().all(|b| allowed(b) || *b == b'-')
+        }
+        None => false,
+    }
+}
+
+/// [`is_valid_name`] as a result whose error says what is wrong.
+pub fn check_name(name: &str) -> Result<(), InvalidName> {
+    if is_valid_name(name) {
+        return Ok(());
+    }
+    Err(InvalidName {
+        shown: name.chars().take(NAME_MAX_LEN + 8).collect(),
+    })
+}
+
+/// Debug-build guard in every builder: names reach subjects only after [`check_name`].
+fn debug_check(names: &[&str]) {
+    for name in names {
+        debug_assert!(
+            is_valid_name(name),
+            "unchecked name {name:?} reached a subject"
+        );
+    }
+}
+
 /// Per-datacenter stream that holds every interaction published in that datacenter, once.
 pub fn origin_stream(dc: &str) -> String {
+    debug_check(&[dc]);
     format!("EVENTS_{dc}")
 }
 
@@ -29,17 +83,20 @@ impl Kind {
 
 /// Subject an interaction of `kind` on `video` published in `dc` is stored under.
 pub fn origin_subject(dc: &str, video: &VideoId, kind: Kind) -> String {
+    debug_check(&[dc]);
     format!("fanfare.events.{dc}.{video}.{}", kind.token())
 }
 
 /// Every subject of `dc`'s origin stream.
 pub fn origin_subjects(dc: &str) -> String {
+    debug_check(&[dc]);
     format!("fanfare.events.{dc}.*.*")
 }
 
 /// Per-datacenter stream that sources every origin stream: that datacenter's copy of all
 /// interactions, whatever datacenter received them.
 pub fn fanout_stream(dc: &str) -> String {
+    debug_check(&[dc]);
     format!("FANOUT_{dc}")
 }
 
@@ -47,6 +104,7 @@ pub fn fanout_stream(dc: &str) -> String {
 /// it inserts the dispatch partition of the video (a hash of the video token), so that all
 /// interactions on one video, from every origin, land in one partition and keep their order.
 pub fn fanout_transform(dc: &str, origin: &str, partitions: u16) -> String {
+    debug_check(&[dc, origin]);
     format!(
         "fanfare.fanout.{dc}.{{{{partition({partitions},1)}}}}.{origin}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"
     )
@@ -54,16 +112,19 @@ pub fn fanout_transform(dc: &str, origin: &str, partitions: u16) -> String {
 
 /// Filter of the consumer for one dispatch partition of `dc`'s fan-out stream.
 pub fn fanout_partition_filter(dc: &str, partition: u16) -> String {
+    debug_check(&[dc]);
     format!("fanfare.fanout.{dc}.{partition}.>")
 }
 
 /// Every comment on `video` from `origin` in `dc`'s fan-out stream, whatever its partition.
 pub fn fanout_comments(dc: &str, origin: &str, video: &VideoId) -> String {
+    debug_check(&[dc, origin]);
     format!("fanfare.fanout.{dc}.*.{origin}.{video}.comment")
 }
 
 /// Every interaction from `origin` in `dc`'s fan-out stream.
 pub fn fanout_from_origin(dc: &str, origin: &str) -> String {
+    debug_check(&[dc, origin]);
     format!("fanfare.fanout.{dc}.*.{origin}.>")
 }
 
@@ -79,11 +140,13 @@ pub const DISPATCH_GROUP: &str = "dispatch";
 /// Key-value bucket of `dc`'s subscription table: key `<video>.<frontend>` exists while that
 /// frontend has viewers of that video.
 pub fn subscription_bucket(dc: &str) -> String {
+    debug_check(&[dc]);
     format!("SUBS_{dc}")
 }
 
 /// Key of one frontend's interest in one video.
 pub fn interest_key(video: &VideoId, frontend: &str) -> String {
+    debug_check(&[frontend]);
     format!("{video}.{frontend}")
 }
 
@@ -91,7 +154,7 @@ pub fn interest_key(video: &VideoId, frontend: &str) -> String {
 pub fn parse_interest_key(key: &str) -> Option<(VideoId, &str)> {
     let (video, frontend) = key.split_once('.')?;
     let video = VideoId::parse(video).ok()?;
-    if frontend.is_empty() || frontend.contains('.') {
+    if !is_valid_name(frontend) {
         return None;
     }
     Some((video, frontend))
@@ -100,11 +163,13 @@ pub fn parse_interest_key(key: &str) -> Option<(VideoId, &str)> {
 /// Key-value bucket of `dc`'s like totals per video, written by the dispatcher that owns the
 /// video's partition.
 pub fn totals_bucket(dc: &str) -> String {
+    debug_check(&[dc]);
     format!("TOTALS_{dc}")
 }
 
 /// Core NATS subject a frontend receives its dispatchers' batches on.
 pub fn frontend_inbox(dc: &str, frontend: &str) -> String {
+    debug_check(&[dc, frontend]);
     format!("fanfare.{dc}.fe.{frontend}")
 }
 
@@ -132,7 +197,7 @@ pub fn parse_origin_subject(subject: &str) -> Option<(&str, VideoId)> {
 /// The last three tokens of an interaction subject, `<origin>.<video>.<kind>`, and nothing
 /// after them.
 fn origin_video_kind<'a>(mut tokens: std::str::Split<'a, char>) -> Option<(&'a str, VideoId)> {
-    let origin = tokens.next()?;
+    let origin = tokens.next().filter(|origin| is_valid_name(origin))?;
     let video = VideoId::parse(tokens.next()?).ok()?;
     let _kind = tokens.next()?;
     if tokens.next().is_some() {
@@ -178,5 +243,51 @@ mod tests {
         let key = interest_key(&video, "dc1-fe1");
         assert_eq!(parse_interest_key(&key), Some((video, "dc1-fe1")));
         assert_eq!(parse_interest_key("nodot"), None);
+        assert_eq!(parse_interest_key("v1.fe,1"), None);
+    }
+
+    #[test]
+    fn names_that_could_inject_into_a_subject_are_rejected() {
+        for bad in [
+            "",
+            "dc.1",
+            "dc*",
+            "dc>",
+            "dc 1",
+            "dc\t1",
+            "dc\n1",
+            "dc\u{0}",
+            "DC1",
+            "-dc",
+            "dc_1",
+            "d\u{441}1",
+            "dc%2E1",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(check_name(&"a".repeat(NAME_MAX_LEN + 1)).is_err());
+        for good in ["dc1", "0", "dc1-fe-2", &"a".repeat(NAME_MAX_LEN)] {
+            assert!(check_name(good).is_ok(), "{good:?} was rejected");
+        }
+    }
+
+    #[test]
+    fn subjects_from_other_writers_do_not_parse() {
+        assert!(parse_origin_subject("fanfare.events.d,c:1.v.comment").is_none());
+        assert!(parse_fanout_subject("fanfare.fanout.dc2.3.D C.v.comment").is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 1024, ..Default::default() })]
+
+        #[test]
+        fn an_accepted_name_never_holds_a_subject_metacharacter(
+            name in proptest::prop_oneof!["[a-z0-9.*>, :\t\n-]{0,34}", "\\PC{0,40}"],
+        ) {
+            if is_valid_name(&name) {
+                proptest::prop_assert!(!name.contains(['.', '*', '>', ' ', ',', ':']));
+                proptest::prop_assert!(!name.chars().any(|c| c.is_whitespace() || c.is_control()));
+            }
+        }
     }
 }

@@ -1,8 +1,25 @@
 //! Server-Sent Events framing.
 //!
-//! Whatever the text, the frame stays one event: `data` is split on every line break (CRLF, CR or
-//! LF) into `data:` lines, and names, ids and comments have line breaks and NUL replaced, so no
-//! input can end an event early or inject a field.
+//! What the encoder guarantees, for any input strings (checked by property tests against the
+//! WHATWG-conforming parser in `fanfare-client`):
+//! - every writer appends whole lines and ends with a blank line, so frames can be concatenated
+//!   in any order and each one starts where a parser expects a new field;
+//! - [`write_event`] appends exactly one event: a conforming parser reads back exactly one
+//!   event with the given name, id and data, and no other field (no `retry`, no second event),
+//!   whatever the strings hold;
+//! - its `data` comes back exactly as given once line breaks are normalised: SSE itself turns
+//!   CRLF and CR into LF (the encoder writes one `data:` line per line, split on CRLF, CR and LF),
+//!   so data without CR (all JSON, which escapes every control character: everything fanfare
+//!   sends) comes back byte for byte, on a single `data:` line;
+//! - `event` and `id` are single-line fields: CR, LF and NUL in them (never in what fanfare
+//!   writes: event names are constants, ids are [`Position`](crate::Position)s) are replaced by
+//!   U+FFFD, so they can neither end the event early nor make a parser drop the id; every other
+//!   character comes back unchanged (an empty name reads as `message`, an empty id as none);
+//! - [`write_comment`] appends one comment line that dispatches nothing, with the same
+//!   replacement, and [`write_retry`] one `retry:` field.
+
+/// Stands for a character a single-line field cannot hold.
+const REPLACEMENT: char = '\u{FFFD}';
 
 /// Appends one event: `event:`, optional `id:`, `data:` lines and the blank line.
 pub fn write_event(out: &mut Vec<u8>, event: &str, id: Option<&str>, data: &str) {
@@ -35,13 +52,14 @@ pub fn write_retry(out: &mut Vec<u8>, millis: u64) {
 }
 
 fn push_single_line(out: &mut Vec<u8>, text: &str) {
-    for ch in text.chars() {
-        match ch {
-            '\r' | '\n' | '\0' => out.push(b' '),
-            _ => {
+    for piece in text.split_inclusive(['\r', '\n', '\0']) {
+        match piece.strip_suffix(['\r', '\n', '\0']) {
+            Some(head) => {
+                out.extend_from_slice(head.as_bytes());
                 let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                out.extend_from_slice(REPLACEMENT.encode_utf8(&mut buf).as_bytes());
             }
+            None => out.extend_from_slice(piece.as_bytes()),
         }
     }
 }
@@ -83,6 +101,10 @@ mod tests {
             frame("comment", Some("dc1:1"), "a\r\nb\rc\nd"),
             "event: comment\nid: dc1:1\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
+        assert_eq!(
+            frame("x", None, "\n\r\n\r"),
+            "event: x\ndata: \ndata: \ndata: \ndata: \n\n"
+        );
     }
 
     #[test]
@@ -95,8 +117,18 @@ mod tests {
     #[test]
     fn event_names_and_ids_cannot_break_lines() {
         assert_eq!(
-            frame("a\nb", Some("1\r2\x003"), ""),
-            "event: a b\nid: 1 2 3\ndata: \n\n"
+            frame("a\nb", Some("1\r2\x003\r\n"), ""),
+            "event: a\u{FFFD}b\nid: 1\u{FFFD}2\u{FFFD}3\u{FFFD}\u{FFFD}\ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn comments_stay_one_line() {
+        let mut out = Vec::new();
+        write_comment(&mut out, "x\n\ndata: injected\r");
+        assert_eq!(
+            out,
+            ": x\u{FFFD}\u{FFFD}data: injected\u{FFFD}\n\n".as_bytes()
         );
     }
 }

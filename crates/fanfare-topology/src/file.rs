@@ -19,8 +19,8 @@ use crate::{
 pub(crate) const MAX_PARTITIONS: u16 = 64;
 /// JetStream refuses streams with more replicas than this.
 pub(crate) const MAX_REPLICAS: usize = 5;
-const MAX_NAME_LEN: usize = 32;
-const NAME_PATTERN: &str = "[a-z0-9][a-z0-9-]{0,31}";
+/// Names become NATS subject tokens, stream and bucket names: the rule is the wire model's.
+const NAME_PATTERN: &str = fanfare_model::names::NAME_PATTERN;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,16 +79,7 @@ fn default_host() -> String {
 }
 
 fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    match bytes.split_first() {
-        Some((first, rest)) => {
-            bytes.len() <= MAX_NAME_LEN
-                && allowed(first)
-                && rest.iter().all(|b| allowed(b) || *b == b'-')
-        }
-        None => false,
-    }
+    fanfare_model::names::is_valid_name(name)
 }
 
 fn check_name(field: &str, name: &str, problems: &mut Vec<Problem>) {
