@@ -436,11 +436,7 @@ pub(crate) fn to_toml(t: &Topology) -> String {
     let _ = writeln!(out, "\n[settings.nats]");
     let _ = writeln!(out, "auth = {}", s.nats.auth);
     if let Some(dir) = &s.nats.credentials_dir {
-        let _ = writeln!(
-            out,
-            "credentials_dir = {}",
-            q(&dir.display().to_string())
-        );
+        let _ = writeln!(out, "credentials_dir = {}", q(&dir.display().to_string()));
     }
     let _ = writeln!(out, "tls = {}", s.nats.tls);
     for dc in &t.datacenters {

@@ -63,9 +63,9 @@ pub use endpoints::{
 pub use error::{Problem, TopologyError};
 pub use render::{GatewayInternalPorts, RenderedNatsConfig};
 pub use security::{
-    admin_permissions, client_users, dispatcher_permissions, frontend_permissions,
-    inbox_prefix, ClientSecrets, NatsCredentials, NatsSecrets, NatsSecurity, Permissions,
-    TlsFiles, ADMIN_USER, GATEWAY_USER, ROUTE_USER,
+    admin_permissions, client_users, dispatcher_permissions, frontend_permissions, inbox_prefix,
+    ClientSecrets, NatsCredentials, NatsSecrets, NatsSecurity, Permissions, TlsFiles, ADMIN_USER,
+    GATEWAY_USER, ROUTE_USER,
 };
 
 /// A validated topology: datacenters in file order, each holding its nodes in

@@ -458,7 +458,9 @@ mod tests {
             .expect("render");
         let text = read(&rendered[0].path);
         let route = credentials.password(security::ROUTE_USER).expect("route");
-        let gateway = credentials.password(security::GATEWAY_USER).expect("gateway");
+        let gateway = credentials
+            .password(security::GATEWAY_USER)
+            .expect("gateway");
         let frontend = credentials.password("dc2-fe1").expect("frontend");
         for expected in [
             format!("  routes: [\"nats-route://fanfare_route:{route}@127.0.0.1:6211\""),
@@ -475,7 +477,10 @@ mod tests {
         assert_eq!(text.matches("tls {\n").count(), 3, "{text}");
         assert!(text.contains("dc1-nats1-key.pem"), "{text}");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&rendered[0].path).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&rendered[0].path)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "configs with passwords are private");
     }
 

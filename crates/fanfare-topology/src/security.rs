@@ -90,69 +90,82 @@ fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
-/// What frontend `name` of datacenter `dc` may do.
-pub fn frontend_permissions(dc: &str, name: &str) -> Permissions {
+/// Permission subjects take wildcards only as whole tokens (`EVENTS_*` is a literal name), so
+/// each origin stream is listed.
+fn per_origin(api: &str, origins: &[&str]) -> Vec<String> {
+    origins
+        .iter()
+        .map(|origin| format!("$JS.API.{api}.{}", names::origin_stream(origin)))
+        .collect()
+}
+
+/// What frontend `name` of datacenter `dc` may do; `origins` are every datacenter of the
+/// topology.
+pub fn frontend_permissions(dc: &str, name: &str, origins: &[&str]) -> Permissions {
     let subs = names::subscription_bucket(dc);
     let totals = names::totals_bucket(dc);
     let fanout = names::fanout_stream(dc);
-    let any_origin = names::origin_stream("*");
+    let mut publish = vec![
+        // Interactions, stored with an ack (the ack comes back to the own inbox).
+        names::origin_subjects(dc),
+        // Its own interest keys `<video>.<frontend>` only: put and delete.
+        format!("$KV.{subs}.*.{name}"),
+        format!("$JS.API.STREAM.INFO.{}", kv_stream(&subs)),
+        // Like totals, read only.
+        format!("$JS.API.STREAM.INFO.{}", kv_stream(&totals)),
+        format!("$JS.API.DIRECT.GET.{}", kv_stream(&totals)),
+        format!("$JS.API.DIRECT.GET.{}.>", kv_stream(&totals)),
+        // History: the fan-out stream by direct get, the origin streams from their leader.
+        format!("$JS.API.STREAM.INFO.{fanout}"),
+        format!("$JS.API.DIRECT.GET.{fanout}"),
+        format!("$JS.API.DIRECT.GET.{fanout}.>"),
+    ];
+    publish.extend(per_origin("STREAM.MSG.GET", origins));
     Permissions {
-        publish: vec![
-            // Interactions, stored with an ack (the ack comes back to the own inbox).
-            names::origin_subjects(dc),
-            // Its own interest keys `<video>.<frontend>` only: put and delete.
-            format!("$KV.{subs}.*.{name}"),
-            format!("$JS.API.STREAM.INFO.{}", kv_stream(&subs)),
-            // Like totals, read only.
-            format!("$JS.API.STREAM.INFO.{}", kv_stream(&totals)),
-            format!("$JS.API.DIRECT.GET.{}", kv_stream(&totals)),
-            format!("$JS.API.DIRECT.GET.{}.>", kv_stream(&totals)),
-            // History: the fan-out stream by direct get, the origin streams from their leader.
-            format!("$JS.API.STREAM.INFO.{fanout}"),
-            format!("$JS.API.DIRECT.GET.{fanout}"),
-            format!("$JS.API.DIRECT.GET.{fanout}.>"),
-            format!("$JS.API.STREAM.MSG.GET.{any_origin}"),
-        ],
+        publish,
         subscribe: vec![names::frontend_inbox(dc, name), own_inbox(name)],
         // Confirms each dispatcher batch by answering its request.
         allow_responses: true,
     }
 }
 
-/// What dispatcher `name` of datacenter `dc` may do.
-pub fn dispatcher_permissions(dc: &str, name: &str) -> Permissions {
+/// What dispatcher `name` of datacenter `dc` may do; `origins` are every datacenter of the
+/// topology.
+pub fn dispatcher_permissions(dc: &str, name: &str, origins: &[&str]) -> Permissions {
     let subs = kv_stream(&names::subscription_bucket(dc));
     let totals_bucket = names::totals_bucket(dc);
     let totals = kv_stream(&totals_bucket);
     let fanout = names::fanout_stream(dc);
-    let any_origin = names::origin_stream("*");
+    let mut publish = vec![
+        // Batches to this datacenter's frontends.
+        names::frontend_inbox(dc, "*"),
+        // Watching the subscription table: an ordered consumer with flow control.
+        format!("$JS.API.STREAM.INFO.{subs}"),
+        format!("$JS.API.CONSUMER.CREATE.{subs}"),
+        format!("$JS.API.CONSUMER.CREATE.{subs}.>"),
+        // A watch that fails deletes its consumer before making a new one.
+        format!("$JS.API.CONSUMER.DELETE.{subs}.*"),
+        format!("$JS.FC.{subs}.>"),
+        // Like totals: read, create and update (compare-and-set).
+        format!("$JS.API.STREAM.INFO.{totals}"),
+        format!("$JS.API.DIRECT.GET.{totals}"),
+        format!("$JS.API.DIRECT.GET.{totals}.>"),
+        format!("$KV.{totals_bucket}.*"),
+        // The dispatch partitions: pull, acknowledge, consumer info, hand the pin over.
+        format!("$JS.API.STREAM.INFO.{fanout}"),
+        format!("$JS.API.CONSUMER.INFO.{fanout}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{fanout}.*"),
+        format!("$JS.API.CONSUMER.UNPIN.{fanout}.*"),
+        format!("$JS.ACK.{fanout}.>"),
+        // The heal bridge: where the fan-out stream stands, origin reads, source restart.
+        format!("$JS.API.DIRECT.GET.{fanout}"),
+        format!("$JS.API.DIRECT.GET.{fanout}.>"),
+        format!("$JS.API.STREAM.UPDATE.{fanout}"),
+    ];
+    publish.extend(per_origin("STREAM.INFO", origins));
+    publish.extend(per_origin("STREAM.MSG.GET", origins));
     Permissions {
-        publish: vec![
-            // Batches to this datacenter's frontends.
-            names::frontend_inbox(dc, "*"),
-            // Watching the subscription table: an ordered consumer with flow control.
-            format!("$JS.API.STREAM.INFO.{subs}"),
-            format!("$JS.API.CONSUMER.CREATE.{subs}"),
-            format!("$JS.API.CONSUMER.CREATE.{subs}.>"),
-            format!("$JS.FC.{subs}.>"),
-            // Like totals: read, create and update (compare-and-set).
-            format!("$JS.API.STREAM.INFO.{totals}"),
-            format!("$JS.API.DIRECT.GET.{totals}"),
-            format!("$JS.API.DIRECT.GET.{totals}.>"),
-            format!("$KV.{totals_bucket}.*"),
-            // The dispatch partitions: pull, acknowledge, consumer info, hand the pin over.
-            format!("$JS.API.STREAM.INFO.{fanout}"),
-            format!("$JS.API.CONSUMER.INFO.{fanout}.*"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{fanout}.*"),
-            format!("$JS.API.CONSUMER.UNPIN.{fanout}.*"),
-            format!("$JS.ACK.{fanout}.>"),
-            // The heal bridge: where the fan-out stream stands, origin reads, source restart.
-            format!("$JS.API.DIRECT.GET.{fanout}"),
-            format!("$JS.API.DIRECT.GET.{fanout}.>"),
-            format!("$JS.API.STREAM.UPDATE.{fanout}"),
-            format!("$JS.API.STREAM.INFO.{any_origin}"),
-            format!("$JS.API.STREAM.MSG.GET.{any_origin}"),
-        ],
+        publish,
         subscribe: vec![own_inbox(name)],
         allow_responses: false,
     }
@@ -170,13 +183,16 @@ pub fn admin_permissions() -> Permissions {
 /// Every client user of `t` with its permissions: the administrator, then every dispatcher and
 /// frontend, in topology order.
 pub fn client_users(t: &Topology) -> Vec<(String, Permissions)> {
+    let origins: Vec<&str> = t.datacenters.iter().map(|dc| dc.name.as_str()).collect();
     let mut users = vec![(ADMIN_USER.to_owned(), admin_permissions())];
     for dc in &t.datacenters {
         for node in &dc.dispatchers {
-            users.push((node.name.clone(), dispatcher_permissions(&dc.name, &node.name)));
+            let permissions = dispatcher_permissions(&dc.name, &node.name, &origins);
+            users.push((node.name.clone(), permissions));
         }
         for node in &dc.frontends {
-            users.push((node.name.clone(), frontend_permissions(&dc.name, &node.name)));
+            let permissions = frontend_permissions(&dc.name, &node.name, &origins);
+            users.push((node.name.clone(), permissions));
         }
     }
     users
@@ -282,12 +298,11 @@ impl NatsCredentials {
         let mut passwords = BTreeMap::new();
         for user in every_user(t) {
             let path = Self::password_file_in(&dir, &user);
-            let text = std::fs::read_to_string(&path).map_err(|error| {
-                TopologyError::Credentials {
+            let text =
+                std::fs::read_to_string(&path).map_err(|error| TopologyError::Credentials {
                     path: path.clone(),
                     message: format!("cannot read the password of {user}: {error}"),
-                }
-            })?;
+                })?;
             let password = text.trim_end_matches(['\n', '\r']).to_owned();
             if !usable_password(&password) {
                 return Err(TopologyError::Credentials {
@@ -415,8 +430,8 @@ impl NatsSecrets {
             Some(match &security.credentials_dir {
                 Some(given) => NatsCredentials::load(t, given)?,
                 None => {
-                    let dir = std::path::absolute(dir.join("credentials"))
-                        .map_err(secrets_error(dir))?;
+                    let dir =
+                        std::path::absolute(dir.join("credentials")).map_err(secrets_error(dir))?;
                     NatsCredentials::generate(t, &dir)?
                 }
             })
@@ -428,6 +443,25 @@ impl NatsSecrets {
         } else {
             None
         };
+        Ok(Self { credentials, tls })
+    }
+
+    /// The secrets an earlier [`NatsSecrets::prepare`] into `dir` left (for tools that talk
+    /// to a running topology, e.g. `fanfare provision`).
+    pub fn load_existing(t: &Topology, dir: &Path) -> Result<Self, TopologyError> {
+        let security = &t.settings.nats;
+        let credentials = if security.auth {
+            let given = security.credentials_dir.clone();
+            Some(NatsCredentials::load(
+                t,
+                &given.unwrap_or_else(|| dir.join("credentials")),
+            )?)
+        } else {
+            None
+        };
+        let tls = security.tls.then(|| TlsFiles {
+            dir: std::path::absolute(dir.join("tls")).unwrap_or_else(|_| dir.join("tls")),
+        });
         Ok(Self { credentials, tls })
     }
 
@@ -510,11 +544,13 @@ mod tests {
 
     #[test]
     fn frontends_and_dispatchers_get_only_their_own_subjects() {
-        let frontend = frontend_permissions("dc1", "dc1-fe1");
+        let frontend = frontend_permissions("dc1", "dc1-fe1", &["dc1", "dc2"]);
         assert!(frontend
             .publish
             .contains(&"fanfare.events.dc1.*.*".to_owned()));
-        assert!(frontend.publish.contains(&"$KV.SUBS_dc1.*.dc1-fe1".to_owned()));
+        assert!(frontend
+            .publish
+            .contains(&"$KV.SUBS_dc1.*.dc1-fe1".to_owned()));
         assert_eq!(
             frontend.subscribe,
             ["fanfare.dc1.fe.dc1-fe1", "_INBOX.dc1-fe1.>"]
@@ -523,12 +559,18 @@ mod tests {
         assert!(!frontend.publish.iter().any(|s| s.contains("STREAM.DELETE")
             || s.contains("STREAM.UPDATE")
             || s.starts_with("fanfare.dc1.fe")));
-        let dispatcher = dispatcher_permissions("dc2", "dc2-disp1");
+        assert!(frontend
+            .publish
+            .contains(&"$JS.API.STREAM.MSG.GET.EVENTS_dc2".to_owned()));
+        let dispatcher = dispatcher_permissions("dc2", "dc2-disp1", &["dc1", "dc2"]);
+        assert!(dispatcher
+            .publish
+            .contains(&"$JS.API.STREAM.INFO.EVENTS_dc1".to_owned()));
         assert!(dispatcher.publish.contains(&"fanfare.dc2.fe.*".to_owned()));
         assert!(!dispatcher
             .publish
             .iter()
-            .any(|s| s.starts_with("fanfare.events")));
+            .any(|s| s.starts_with("fanfare.events") || s.contains('*') && s.contains("EVENTS_")));
         assert_eq!(dispatcher.subscribe, ["_INBOX.dc2-disp1.>"]);
         assert!(!dispatcher.allow_responses);
     }
