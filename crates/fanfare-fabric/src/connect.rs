@@ -200,3 +200,36 @@ pub async fn connect(
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let settings = NatsSettings {
+            user: Some("dc1-fe1".to_owned()),
+            password: Some(Password::new("s3cret-s3cret-s3cret")),
+            ..Default::default()
+        };
+        let debug = format!("{settings:?}");
+        assert!(debug.contains("dc1-fe1"), "{debug}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn a_password_file_is_read_without_its_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("fanfare-fabric-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("user.password");
+        std::fs::write(&file, "from-a-file\n").expect("write");
+        let settings = NatsSettings {
+            user: Some("user".to_owned()),
+            password_file: Some(file),
+            ..Default::default()
+        };
+        let password = settings.resolve_password().expect("read").expect("some");
+        assert_eq!(password.expose(), "from-a-file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

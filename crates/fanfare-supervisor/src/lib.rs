@@ -207,6 +207,16 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         secrets: NatsSecrets::prepare(topology, &run_dir.join("secrets"))?,
     };
 
+    match &running.secrets.credentials {
+        Some(credentials) => tracing::info!(
+            dir = %credentials.dir().display(),
+            "nats authentication on: one user per node, passwords in 0600 files"
+        ),
+        None => tracing::warn!(
+            "NATS AUTHENTICATION IS OFF ([settings.nats] auth = false): any local process may \
+             publish, consume or delete streams"
+        ),
+    }
     // Gateway TLS hides the CONNECT line the link proxies route by: no proxies then.
     let internal_ports = if running.secrets.tls.is_some() {
         fanfare_topology::GatewayInternalPorts::new()
@@ -750,6 +760,16 @@ impl Running {
                     dispatcher.name, dispatcher.admin
                 ));
             }
+        }
+        if let Some(credentials) = &self.secrets.credentials {
+            out.push_str(&format!(
+                "nats credentials (one <user>.password per node, admin {}): {}\n",
+                fanfare_topology::ADMIN_USER,
+                credentials.dir().display()
+            ));
+        }
+        if let Some(tls) = &self.secrets.tls {
+            out.push_str(&format!("nats tls ca: {}\n", tls.ca_file().display()));
         }
         if let (Some(first), Some(last)) = (
             self.topology
