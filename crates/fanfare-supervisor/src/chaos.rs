@@ -65,9 +65,6 @@ impl Running {
 
     /// Cuts links: see [`ChaosCommand::Partition`].
     pub fn partition(&self, datacenters: &[&str], mode: LinkMode) -> Result<(), SupervisorError> {
-        if self.secrets().tls.is_some() && !datacenters.is_empty() {
-            return Err(SupervisorError::LinksUnavailable);
-        }
         let all: Vec<&str> = self
             .topology()
             .datacenters

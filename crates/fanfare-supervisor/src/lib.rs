@@ -74,11 +74,6 @@ pub enum SupervisorError {
     UnknownDatacenter(String),
     #[error("cannot encode the config of {node}: {message}")]
     NodeConfig { node: String, message: String },
-    #[error(
-        "gateway links cannot be cut while nats tls is on: the link proxies read each \
-         gateway's CONNECT line, which tls encrypts"
-    )]
-    LinksUnavailable,
 }
 
 /// Everything about how a topology is run, beyond the topology file itself.
@@ -217,14 +212,9 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
              publish, consume or delete streams"
         ),
     }
-    // Gateway TLS hides the CONNECT line the link proxies route by: no proxies then.
-    let internal_ports = if running.secrets.tls.is_some() {
-        fanfare_topology::GatewayInternalPorts::new()
-    } else {
-        running
-            .start_link_proxies(options.internal_ports_from)
-            .await?
-    };
+    let internal_ports = running
+        .start_link_proxies(options.internal_ports_from)
+        .await?;
     let rendered = topology.render_nats_configs_secured(
         &run_dir.join("nats"),
         &run_dir.join("jetstream"),
@@ -442,6 +432,16 @@ impl Running {
         if servers.len() < 2 {
             return Ok(internal_ports);
         }
+        // Gateway TLS encrypts the CONNECT line the proxies read the dialling datacenter
+        // from: they ask the operating system which server dialled instead.
+        let dialers = self.secrets.tls.as_ref().map(|_| {
+            std::sync::Arc::new(links::DialerLookup {
+                servers: servers
+                    .iter()
+                    .map(|(dc, server)| (server.name.clone(), dc.clone()))
+                    .collect(),
+            })
+        });
         for (dc, server) in servers {
             let bind_failed = |source| SupervisorError::Spawn {
                 node: format!("{} gateway proxy", server.name),
@@ -457,6 +457,7 @@ impl Running {
                 public,
                 internal,
                 self.links.clone(),
+                dialers.clone(),
                 self.proxies.clone(),
             ));
         }
