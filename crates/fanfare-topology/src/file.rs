@@ -792,6 +792,28 @@ mod tests {
     }
 
     #[test]
+    fn nats_security_defaults_to_auth_without_tls_and_round_trips() {
+        let t = Topology::from_toml_str(DC1, "<string>").expect("valid");
+        assert!(t.settings.nats.auth, "auth is on unless turned off");
+        assert!(!t.settings.nats.tls, "tls is off unless turned on");
+        assert_eq!(t.settings.nats.credentials_dir, None);
+        let text = format!(
+            "[settings.nats]\nauth = false\ntls = true\ncredentials_dir = \"/etc/fanfare/nats\"\n{DC1}"
+        );
+        let t = Topology::from_toml_str(&text, "<string>").expect("valid");
+        assert!(!t.settings.nats.auth);
+        assert!(t.settings.nats.tls);
+        assert_eq!(
+            t.settings.nats.credentials_dir.as_deref(),
+            Some(std::path::Path::new("/etc/fanfare/nats"))
+        );
+        let back = Topology::from_toml_str(&t.to_toml_string(), "<string>").expect("reparse");
+        assert_eq!(back.settings, t.settings);
+        let unknown = format!("[settings.nats]\npassword = \"x\"\n{DC1}");
+        assert!(Topology::from_toml_str(&unknown, "<string>").is_err());
+    }
+
+    #[test]
     fn written_toml_round_trips_to_an_equal_topology() {
         let text = format!(
             "[settings]\npartitions = 3\ninterest_ttl = \"1500ms\"\nretention = \"36h\"\n{DC1}\n\

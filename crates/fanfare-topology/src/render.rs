@@ -485,6 +485,27 @@ mod tests {
     }
 
     #[test]
+    fn auth_turned_off_renders_no_users_and_no_credentials() {
+        let mut t = shipped("local-3dc.toml");
+        t.settings.nats.auth = false;
+        let out = tempfile::tempdir().expect("tempdir");
+        let secrets = NatsSecrets::prepare(&t, &out.path().join("secrets")).expect("secrets");
+        assert!(secrets.credentials.is_none() && secrets.tls.is_none());
+        assert!(!out.path().join("secrets/credentials").exists());
+        let rendered = t
+            .render_nats_configs_secured(
+                &out.path().join("conf"),
+                Path::new("/js"),
+                &GatewayInternalPorts::new(),
+                &secrets,
+            )
+            .expect("render");
+        let text = read(&rendered[0].path);
+        assert!(!text.contains("authorization"), "{text}");
+        assert!(text.contains("nats-route://127.0.0.1:6221"), "{text}");
+    }
+
+    #[test]
     fn unwritable_out_dir_is_a_render_error() {
         let t = shipped("local-3dc.toml");
         let out = tempfile::tempdir().expect("tempdir");
