@@ -20,21 +20,35 @@ const DATACENTERS: [&str; 3] = ["dc1", "dc2", "dc3"];
 /// Links refused and torn down: both sides notice at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_datacenter_serves_locally_and_catches_up_after_the_heal() {
-    cut_then_heal(&["dc2"], LinkMode::Reset, Duration::ZERO).await;
+    cut_then_heal(&["dc2"], LinkMode::Reset, Duration::ZERO, false).await;
+}
+
+/// The same isolation and heal with TLS on every NATS connection: the link proxies cannot read
+/// the encrypted gateway `CONNECT` line and find the dialling server through the operating
+/// system instead; the cut must still hold and the heal still converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_datacenter_catches_up_after_the_heal_over_tls() {
+    cut_then_heal(&["dc2"], LinkMode::Reset, Duration::ZERO, true).await;
 }
 
 /// A silent black hole held past the servers' ping-based detection (about 5.5 s with the
 /// 2 s ping interval), so the gateways and the sources really fail before the heal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_cut_longer_than_detection_loses_and_duplicates_nothing() {
-    cut_then_heal(&["dc2"], LinkMode::Drop, Duration::from_secs(8)).await;
+    cut_then_heal(&["dc2"], LinkMode::Drop, Duration::from_secs(8), false).await;
 }
 
 /// Only dc1–dc2 is cut, silently and past detection: dc3 keeps seeing both of them, and they
 /// see dc3, but not each other (gateways do not relay between two other clusters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pairwise_cut_leaves_the_third_datacenter_seeing_both() {
-    cut_then_heal(&["dc1", "dc2"], LinkMode::Drop, Duration::from_secs(8)).await;
+    cut_then_heal(
+        &["dc1", "dc2"],
+        LinkMode::Drop,
+        Duration::from_secs(8),
+        false,
+    )
+    .await;
 }
 
 /// Whether `a` and `b` can reach each other while `cut` is applied the way
@@ -49,11 +63,12 @@ fn linked(cut: &[&str], a: &str, b: &str) -> bool {
     }
 }
 
-async fn cut_then_heal(cut: &[&str], mode: LinkMode, hold: Duration) {
+async fn cut_then_heal(cut: &[&str], mode: LinkMode, hold: Duration, tls: bool) {
     let cluster = Cluster::builder()
         .dc("dc1", SMALL)
         .dc("dc2", SMALL)
         .dc("dc3", SMALL)
+        .settings(|settings| settings.nats.tls = tls)
         .start()
         .await
         .expect("cluster starts");

@@ -50,6 +50,11 @@ enum Command {
     Provision {
         #[arg(default_value = DEFAULT_TOPOLOGY)]
         topology: PathBuf,
+        /// The run directory of `fanfare up` (or the --out of `fanfare topology render`) whose
+        /// `secrets/` hold the administrator's credentials and the CA; default
+        /// .fanfare/run/<topology>.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Run one frontend.
     Frontend {
@@ -269,7 +274,9 @@ enum TopologyCommand {
         #[arg(default_value = DEFAULT_TOPOLOGY)]
         topology: PathBuf,
     },
-    /// Write the nats-server config of every server.
+    /// Write the nats-server config of every server, and the secrets they use: passwords in
+    /// OUT/secrets/credentials/<user>.password (unless the topology names a credentials_dir),
+    /// TLS files in OUT/secrets/tls when TLS is on.
     Render {
         #[arg(default_value = DEFAULT_TOPOLOGY)]
         topology: PathBuf,
@@ -313,7 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topology,
             command,
         } => chaos(run_dir, &topology, command).await,
-        Command::Provision { topology } => provision(&topology).await,
+        Command::Provision { topology, run_dir } => provision(&topology, run_dir).await,
         Command::Publish {
             topology,
             dc,
@@ -472,8 +479,17 @@ fn topology_command(command: TopologyCommand) -> anyhow::Result<ExitCode> {
         } => {
             let loaded = Topology::load(&topology)?;
             let store = store_dir.unwrap_or_else(|| out.join("jetstream"));
-            for rendered in loaded.render_nats_configs(&out, &store)? {
+            let secrets = fanfare_topology::NatsSecrets::prepare(&loaded, &out.join("secrets"))?;
+            for rendered in
+                loaded.render_nats_configs_secured(&out, &store, &Default::default(), &secrets)?
+            {
                 println!("{}", rendered.path.display());
+            }
+            if let Some(credentials) = &secrets.credentials {
+                println!("credentials: {}", credentials.dir().display());
+            }
+            if let Some(tls) = &secrets.tls {
+                println!("tls ca: {}", tls.ca_file().display());
             }
         }
         TopologyCommand::Endpoints { topology, json } => {
@@ -687,10 +703,13 @@ fn print_status(status: &serde_json::Value) {
     }
 }
 
-async fn provision(topology: &Path) -> anyhow::Result<ExitCode> {
+async fn provision(topology: &Path, run_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let loaded = Topology::load(topology)?;
+    let project_root = std::env::current_dir().context("reading the current directory")?;
+    let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&project_root, topology));
+    let secrets = fanfare_topology::NatsSecrets::load_existing(&loaded, &run_dir.join("secrets"))?;
     let options = UpOptions::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
-    fanfare_supervisor::provision(&loaded, options.dispatch).await?;
+    fanfare_supervisor::provision(&loaded, options.dispatch, &secrets).await?;
     println!("provisioned {} datacenters", loaded.datacenters.len());
     Ok(ExitCode::SUCCESS)
 }

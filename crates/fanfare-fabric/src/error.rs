@@ -13,6 +13,9 @@ pub struct FabricError {
 pub enum FabricErrorKind {
     /// No connection to any server of the datacenter could be made.
     Connect,
+    /// The servers refused the node's credentials (wrong user or password): retrying cannot
+    /// help, so start-up fails at once.
+    Unauthorized,
     /// Creating or updating a stream, consumer or bucket failed.
     Provision,
     /// A publish was refused, or could not be sent: the interaction is not stored.

@@ -21,7 +21,7 @@ mod publish;
 mod sources;
 mod table;
 
-pub use connect::{connect, NatsSettings};
+pub use connect::{connect, NatsSettings, Password};
 pub use error::{FabricError, FabricErrorKind};
 pub use provision::{provision, DispatchTuning, Layout};
 pub use publish::{origin_sequence, publish_interaction, StoredAt};

@@ -173,6 +173,12 @@ pub fn frontend_inbox(dc: &str, frontend: &str) -> String {
     format!("fanfare.{dc}.fe.{frontend}")
 }
 
+/// Every frontend inbox of `dc`: what its dispatchers may send to.
+pub fn frontend_inboxes(dc: &str) -> String {
+    debug_check(&[dc]);
+    format!("fanfare.{dc}.fe.*")
+}
+
 /// Splits a fan-out subject `fanfare.fanout.<dc>.<partition>.<origin>.<video>.<kind>` into
 /// origin and video.
 pub fn parse_fanout_subject(subject: &str) -> Option<(&str, VideoId)> {

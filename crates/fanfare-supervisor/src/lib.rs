@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fanfare_fabric::{DispatchTuning, Layout};
-use fanfare_topology::Topology;
+use fanfare_fabric::{DispatchTuning, Layout, NatsSettings};
+use fanfare_topology::{NatsSecrets, Topology};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -165,6 +165,8 @@ pub struct Running {
     exits: mpsc::UnboundedReceiver<ChildExit>,
     exits_sender: mpsc::UnboundedSender<ChildExit>,
     echo_logs: bool,
+    /// Credentials and TLS files of this run (under `<run_dir>/secrets`).
+    secrets: NatsSecrets,
 }
 
 #[derive(Serialize)]
@@ -197,15 +199,27 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         exits,
         exits_sender,
         echo_logs: options.echo_logs,
+        secrets: NatsSecrets::prepare(topology, &run_dir.join("secrets"))?,
     };
 
+    match &running.secrets.credentials {
+        Some(credentials) => tracing::info!(
+            dir = %credentials.dir().display(),
+            "nats authentication on: one user per node, passwords in 0600 files"
+        ),
+        None => tracing::warn!(
+            "NATS AUTHENTICATION IS OFF ([settings.nats] auth = false): any local process may \
+             publish, consume or delete streams"
+        ),
+    }
     let internal_ports = running
         .start_link_proxies(options.internal_ports_from)
         .await?;
-    let rendered = topology.render_nats_configs_behind_proxies(
+    let rendered = topology.render_nats_configs_secured(
         &run_dir.join("nats"),
         &run_dir.join("jetstream"),
         &internal_ports,
+        &running.secrets,
     )?;
     for config in &rendered {
         let args = vec!["-c".to_owned(), config.path.display().to_string()];
@@ -214,7 +228,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
     running.write_state();
     running.wait_for_supercluster().await?;
 
-    provision(topology, options.dispatch).await?;
+    provision(topology, options.dispatch, &running.secrets).await?;
 
     for dc in &topology.datacenters {
         for node in &dc.dispatchers {
@@ -222,7 +236,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             settings.name = node.name.clone();
             settings.dc = dc.name.clone();
             settings.admin = node.admin;
-            settings.nats.urls = dc.client_urls();
+            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
             settings.partitions = topology.settings.partitions;
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(
@@ -237,7 +251,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             settings.name = node.name.clone();
             settings.dc = dc.name.clone();
             settings.listen = node.listen;
-            settings.nats.urls = dc.client_urls();
+            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
             settings.interest_ttl = topology.settings.interest_ttl;
             if topology.settings.frontend_limits == fanfare_topology::FrontendLimits::Unthrottled {
                 settings.limits = fanfare_frontend::LimitSettings::unthrottled();
@@ -251,10 +265,12 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
     Ok(running)
 }
 
-/// Creates every stream, consumer and bucket of `topology` through its first datacenter.
+/// Creates every stream, consumer and bucket of `topology` through its first datacenter, as
+/// the administrator user when `secrets` hold credentials.
 pub async fn provision(
     topology: &Topology,
     dispatch: DispatchTuning,
+    secrets: &NatsSecrets,
 ) -> Result<(), SupervisorError> {
     let layout = layout_of(topology, dispatch);
     let urls = topology
@@ -262,14 +278,30 @@ pub async fn provision(
         .first()
         .map(|dc| dc.client_urls())
         .unwrap_or_default();
-    let nats = fanfare_fabric::NatsSettings {
-        urls,
-        ..Default::default()
-    };
+    let nats = client_settings(
+        secrets,
+        fanfare_topology::ADMIN_USER,
+        NatsSettings {
+            urls,
+            ..Default::default()
+        },
+    );
     let client = fanfare_fabric::connect(&nats, "fanfare-provision").await?;
     fanfare_fabric::provision(&client, &layout).await?;
     let _ = client.flush().await;
     Ok(())
+}
+
+/// `base` with the credentials and CA of `user` from `secrets` (none when they are off).
+pub fn client_settings(secrets: &NatsSecrets, user: &str, base: NatsSettings) -> NatsSettings {
+    let client = secrets.client_settings(user);
+    NatsSettings {
+        user: client.user,
+        password: None,
+        password_file: client.password_file,
+        tls_ca_file: client.tls_ca_file,
+        ..base
+    }
 }
 
 fn layout_of(topology: &Topology, dispatch: DispatchTuning) -> Layout {
@@ -307,6 +339,22 @@ impl Running {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// Credentials and TLS files of this run.
+    pub fn secrets(&self) -> &NatsSecrets {
+        &self.secrets
+    }
+
+    /// How NATS user `user` reaches datacenter `dc`: its urls, password file and CA, on top
+    /// of `base`.
+    pub fn nats_settings(&self, dc: &str, user: &str, base: NatsSettings) -> NatsSettings {
+        let urls = self
+            .topology
+            .datacenter(dc)
+            .map(|dc| dc.client_urls())
+            .unwrap_or_default();
+        client_settings(&self.secrets, user, NatsSettings { urls, ..base })
     }
 
     /// Process id of a running node (NATS server, dispatcher or frontend).
@@ -387,6 +435,16 @@ impl Running {
         if servers.len() < 2 {
             return Ok(internal_ports);
         }
+        // Gateway TLS encrypts the CONNECT line the proxies read the dialling datacenter
+        // from: they ask the operating system which server dialled instead.
+        let dialers = self.secrets.tls.as_ref().map(|_| {
+            std::sync::Arc::new(links::DialerLookup {
+                servers: servers
+                    .iter()
+                    .map(|(dc, server)| (server.name.clone(), dc.clone()))
+                    .collect(),
+            })
+        });
         for (dc, server) in servers {
             let bind_failed = |source| SupervisorError::Spawn {
                 node: format!("{} gateway proxy", server.name),
@@ -402,6 +460,7 @@ impl Running {
                 public,
                 internal,
                 self.links.clone(),
+                dialers.clone(),
                 self.proxies.clone(),
             ));
         }
@@ -705,6 +764,16 @@ impl Running {
                     dispatcher.name, dispatcher.admin
                 ));
             }
+        }
+        if let Some(credentials) = &self.secrets.credentials {
+            out.push_str(&format!(
+                "nats credentials (one <user>.password per node, admin {}): {}\n",
+                fanfare_topology::ADMIN_USER,
+                credentials.dir().display()
+            ));
+        }
+        if let Some(tls) = &self.secrets.tls {
+            out.push_str(&format!("nats tls ca: {}\n", tls.ca_file().display()));
         }
         if let (Some(first), Some(last)) = (
             self.topology

@@ -12,6 +12,10 @@
 //!   servers only notice through missed pings; a dropped connection is closed when the pair
 //!   heals (it lost bytes, so it could not go on).
 //!
+//! With gateway TLS the `CONNECT` line is encrypted; the proxy then learns the dialling side
+//! from the operating system instead (see [`DialerLookup`]): which process holds the other end
+//! of the accepted connection, and which server's config that process runs.
+//!
 //! A plain TCP proxy would not partition anything: servers gossip each other's addresses and
 //! would route around it. Here every gateway address any server knows is a proxy address.
 
@@ -95,13 +99,85 @@ fn mode_of(states: &LinkStates, key: &Pair) -> LinkMode {
 const MAX_CONNECT_LINE: usize = 64 * 1024;
 const BUFFER: usize = 32 * 1024;
 
+/// Finds the datacenter of the nats-server that dialled a proxied connection, without reading
+/// its bytes: the socket whose local address is the connection's peer address
+/// (`/proc/net/tcp`), the process holding that socket (`/proc/<pid>/fd`), and the server
+/// whose config that process was started with (`nats-server -c <dir>/<server>.conf`).
+/// Linux only; the processes must belong to the same user (they are the supervisor's
+/// children).
+#[derive(Debug, Clone)]
+pub struct DialerLookup {
+    /// Server name → datacenter.
+    pub servers: BTreeMap<String, String>,
+}
+
+impl DialerLookup {
+    pub fn datacenter_of(&self, peer: SocketAddr) -> Option<String> {
+        let inode = socket_inode(peer)?;
+        let pid = process_holding(inode)?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let config = args
+            .windows(2)
+            .find(|pair| pair[0] == b"-c")
+            .map(|pair| String::from_utf8_lossy(pair[1]).into_owned())?;
+        let server = std::path::Path::new(&config).file_stem()?.to_str()?;
+        self.servers.get(server).cloned()
+    }
+}
+
+/// `/proc/net/tcp` address notation: the IPv4 address as a little-endian hex word, the port in
+/// hex (`0100007F:1F90` for 127.0.0.1:8080).
+fn proc_address(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    let ip = u32::from_le_bytes(v4.ip().octets());
+    Some(format!("{ip:08X}:{:04X}", v4.port()))
+}
+
+fn socket_inode(local: SocketAddr) -> Option<u64> {
+    let wanted = proc_address(local)?;
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&wanted.as_str()))
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn process_holding(inode: u64) -> Option<u32> {
+    let target = format!("socket:[{inode}]");
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str()) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 /// Runs the proxy for the gateway of one server of datacenter `dc`: accepts on `listener`,
-/// forwards to `upstream`, until `shutdown`.
+/// forwards to `upstream`, until `shutdown`. With `dialers`, the dialling datacenter is looked
+/// up from the operating system instead of read from the `CONNECT` line (gateway TLS).
 pub async fn run_proxy(
     dc: String,
     listener: TcpListener,
     upstream: SocketAddr,
     control: LinkControl,
+    dialers: Option<Arc<DialerLookup>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -109,16 +185,84 @@ pub async fn run_proxy(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((inbound, _)) = accepted else { continue };
+        let Ok((inbound, peer)) = accepted else {
+            continue;
+        };
         let dc = dc.clone();
         let control = control.clone();
         let connection_shutdown = shutdown.clone();
+        let dialers = dialers.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection_shutdown.cancelled() => {}
-                _ = proxy_connection(dc, inbound, upstream, control) => {}
+                _ = async {
+                    match dialers {
+                        Some(dialers) => {
+                            let source = find_dialer(dialers, peer).await;
+                            proxy_known(dc, source, inbound, upstream, control).await
+                        }
+                        None => proxy_connection(dc, inbound, upstream, control).await,
+                    }
+                } => {}
             }
         });
+    }
+}
+
+/// The dialling datacenter of `peer`, looked up a few times: a lookup can miss while the
+/// dialling server is still between `connect()` and its socket showing in `/proc`.
+async fn find_dialer(dialers: Arc<DialerLookup>, peer: SocketAddr) -> Option<String> {
+    for attempt in 0..LOOKUP_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(LOOKUP_RETRY).await;
+        }
+        let dialers = dialers.clone();
+        let found = tokio::task::spawn_blocking(move || dialers.datacenter_of(peer))
+            .await
+            .ok()
+            .flatten();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+const LOOKUP_ATTEMPTS: u32 = 4;
+const LOOKUP_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Proxies a connection whose dialling datacenter is already known. An unknown one (`None`)
+/// is refused while any link of `dc` is cut, so a failed lookup cannot leak through a
+/// partition (the server dials again), and is never cut otherwise.
+async fn proxy_known(
+    dc: String,
+    source: Option<String>,
+    inbound: TcpStream,
+    upstream: SocketAddr,
+    control: LinkControl,
+) {
+    let key = source.map(|source| pair(&source, &dc));
+    let states = control.states();
+    let mode = match &key {
+        Some(key) => mode_of(&states, key),
+        None if states.keys().any(|(a, b)| *a == dc || *b == dc) => LinkMode::Reset,
+        None => LinkMode::Up,
+    };
+    if mode == LinkMode::Reset {
+        return;
+    }
+    let Ok(outbound) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    let (_pair_sender, pair_known) = watch::channel::<Option<Pair>>(key);
+    let dropped = mode == LinkMode::Drop;
+    tokio::select! {
+        _ = pump(out_read, in_write, pair_known.clone(), control.watch(), dropped) => {}
+        _ = pump(in_read, out_write, pair_known.clone(), control.watch(), dropped) => {}
     }
 }
 
@@ -256,6 +400,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proc_net_tcp_notation_is_little_endian_address_and_hex_port() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert_eq!(proc_address(addr).as_deref(), Some("0100007F:1F90"));
+    }
+
+    #[tokio::test]
+    async fn the_dialling_process_is_found_from_the_peer_address() {
+        // This test process dials itself: the lookup must find this process, which was
+        // started without `-c`, so it names no server and no datacenter.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dialled = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (_accepted, peer) = listener.accept().await.expect("accept");
+        assert_eq!(peer, dialled.local_addr().expect("local"));
+        let inode = socket_inode(peer).expect("the dialling socket is in /proc/net/tcp");
+        assert_eq!(process_holding(inode), Some(std::process::id()));
+        let lookup = DialerLookup {
+            servers: BTreeMap::new(),
+        };
+        assert_eq!(lookup.datacenter_of(peer), None);
+    }
+
+    #[test]
     fn pairs_are_unordered() {
         assert_eq!(pair("dc2", "dc1"), pair("dc1", "dc2"));
     }
@@ -312,6 +480,7 @@ mod tests {
             listener,
             upstream,
             control.clone(),
+            None,
             shutdown.clone(),
         ));
         let connect = b"CONNECT {\"gateway\":\"dc1\"}\r\n";

@@ -211,12 +211,27 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// A client of `dc`'s NATS servers as the administrator (JetStream administration only).
     pub async fn nats_client(&self, dc: &str) -> anyhow::Result<async_nats::Client> {
-        let settings = fanfare_fabric::NatsSettings {
-            urls: self.nats_urls(dc),
-            ..Default::default()
-        };
+        self.nats_client_as(dc, fanfare_topology::ADMIN_USER).await
+    }
+
+    /// A client of `dc`'s NATS servers with the credentials (and permissions) of NATS user
+    /// `user`: a node name, or [`fanfare_topology::ADMIN_USER`].
+    pub async fn nats_client_as(&self, dc: &str, user: &str) -> anyhow::Result<async_nats::Client> {
+        let settings = self.nats_settings(dc, user);
         Ok(fanfare_fabric::connect(&settings, "fanfare-test").await?)
+    }
+
+    /// How NATS user `user` reaches `dc`: urls, password file, CA.
+    pub fn nats_settings(&self, dc: &str, user: &str) -> fanfare_fabric::NatsSettings {
+        self.running()
+            .nats_settings(dc, user, fanfare_fabric::NatsSettings::default())
+    }
+
+    /// The run directory (configs, secrets, logs).
+    pub fn run_dir(&self) -> &Path {
+        self.running().run_dir()
     }
 
     pub fn pid(&self, node: &str) -> Option<u32> {

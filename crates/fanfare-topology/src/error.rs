@@ -54,6 +54,18 @@ pub enum TopologyError {
     #[error("cannot write nats-server config {}", path.display())]
     Render { path: PathBuf, source: io::Error },
 
+    /// NATS credentials or TLS files could not be read or written.
+    #[error("cannot read or write nats secrets at {}", path.display())]
+    Secrets { path: PathBuf, source: io::Error },
+
+    /// A given credentials directory lacks a password file or holds an unusable one.
+    #[error("nats credentials at {}: {message}", path.display())]
+    Credentials { path: PathBuf, message: String },
+
+    /// The throwaway TLS certificates could not be generated.
+    #[error("cannot generate nats tls certificates: {message}")]
+    Certificate { message: String },
+
     /// The builder could not reserve a free loopback port.
     #[error("cannot reserve a free port on 127.0.0.1")]
     PortReservation { source: io::Error },

@@ -425,6 +425,12 @@ pub(crate) fn to_toml(t: &Topology) -> String {
     let _ = writeln!(out, "retention = {}", d(s.retention));
     let _ = writeln!(out, "replicas = {}", s.replicas);
     let _ = writeln!(out, "frontend_limits = {}", q(s.frontend_limits.as_str()));
+    let _ = writeln!(out, "\n[settings.nats]");
+    let _ = writeln!(out, "auth = {}", s.nats.auth);
+    if let Some(dir) = &s.nats.credentials_dir {
+        let _ = writeln!(out, "credentials_dir = {}", q(&dir.display().to_string()));
+    }
+    let _ = writeln!(out, "tls = {}", s.nats.tls);
     for dc in &t.datacenters {
         let _ = writeln!(out, "\n[[datacenter]]\nname = {}", q(&dc.name));
     }
@@ -775,6 +781,28 @@ mod tests {
             let err = Topology::from_toml_str(&text, "t.toml").expect_err("parse error");
             assert!(matches!(err, TopologyError::Parse { .. }), "{err:?}");
         }
+    }
+
+    #[test]
+    fn nats_security_defaults_to_auth_without_tls_and_round_trips() {
+        let t = Topology::from_toml_str(DC1, "<string>").expect("valid");
+        assert!(t.settings.nats.auth, "auth is on unless turned off");
+        assert!(!t.settings.nats.tls, "tls is off unless turned on");
+        assert_eq!(t.settings.nats.credentials_dir, None);
+        let text = format!(
+            "[settings.nats]\nauth = false\ntls = true\ncredentials_dir = \"/etc/fanfare/nats\"\n{DC1}"
+        );
+        let t = Topology::from_toml_str(&text, "<string>").expect("valid");
+        assert!(!t.settings.nats.auth);
+        assert!(t.settings.nats.tls);
+        assert_eq!(
+            t.settings.nats.credentials_dir.as_deref(),
+            Some(std::path::Path::new("/etc/fanfare/nats"))
+        );
+        let back = Topology::from_toml_str(&t.to_toml_string(), "<string>").expect("reparse");
+        assert_eq!(back.settings, t.settings);
+        let unknown = format!("[settings.nats]\npassword = \"x\"\n{DC1}");
+        assert!(Topology::from_toml_str(&unknown, "<string>").is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod error;
 mod file;
 mod net;
 mod render;
+mod security;
 
 /// Test fixtures shared by the modules' tests.
 #[cfg(test)]
@@ -61,6 +62,11 @@ pub use endpoints::{
 };
 pub use error::{Problem, TopologyError};
 pub use render::{GatewayInternalPorts, RenderedNatsConfig};
+pub use security::{
+    admin_permissions, client_users, dispatcher_permissions, frontend_permissions, inbox_prefix,
+    ClientSecrets, NatsCredentials, NatsSecrets, NatsSecurity, Permissions, TlsFiles, ADMIN_USER,
+    GATEWAY_USER, ROUTE_USER,
+};
 
 /// A validated topology: datacenters in file order, each holding its nodes in
 /// file order.
@@ -94,6 +100,9 @@ pub struct Settings {
     pub replicas: usize,
     /// Which limits (`[limits]` of the frontend config) `fanfare up` gives its frontends.
     pub frontend_limits: FrontendLimits,
+    /// NATS security, the `[settings.nats]` table: users per role (on by default), where
+    /// their passwords come from, TLS (off by default).
+    pub nats: NatsSecurity,
 }
 
 /// The limits profile of a topology's frontends (`[settings] frontend_limits`).
@@ -126,6 +135,7 @@ impl Default for Settings {
             retention: Duration::from_secs(24 * 3600),
             replicas: 0,
             frontend_limits: FrontendLimits::Production,
+            nats: NatsSecurity::default(),
         }
     }
 }
@@ -260,13 +270,33 @@ impl Topology {
 
     /// Writes `<out_dir>/<server>.conf` for every NATS server, with JetStream
     /// stores under `<store_root>/<server>` (made absolute), and returns the
-    /// written files in topology order. Creates `out_dir` if needed.
+    /// written files in topology order. Creates `out_dir` if needed. No
+    /// authentication and no TLS: see [`Topology::render_nats_configs_secured`].
     pub fn render_nats_configs(
         &self,
         out_dir: &Path,
         store_root: &Path,
     ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
-        render::render_all(self, out_dir, store_root, &GatewayInternalPorts::new())
+        render::render_all(
+            self,
+            out_dir,
+            store_root,
+            &GatewayInternalPorts::new(),
+            &NatsSecrets::none(),
+        )
+    }
+
+    /// Like [`Topology::render_nats_configs_behind_proxies`], with `secrets`' users,
+    /// route and gateway credentials and TLS files in every config (written 0600 when
+    /// they hold passwords).
+    pub fn render_nats_configs_secured(
+        &self,
+        out_dir: &Path,
+        store_root: &Path,
+        internal_ports: &GatewayInternalPorts,
+        secrets: &NatsSecrets,
+    ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
+        render::render_all(self, out_dir, store_root, internal_ports, secrets)
     }
 
     /// Like [`Topology::render_nats_configs`], for servers whose gateway port is owned by a
@@ -278,7 +308,13 @@ impl Topology {
         store_root: &Path,
         internal_ports: &GatewayInternalPorts,
     ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
-        render::render_all(self, out_dir, store_root, internal_ports)
+        render::render_all(
+            self,
+            out_dir,
+            store_root,
+            internal_ports,
+            &NatsSecrets::none(),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::net::{self, connect_host, host_port, nats_quote};
+use crate::security::{self, NatsSecrets, Permissions};
 use crate::{Datacenter, NatsServer, Topology, TopologyError};
 
 /// One written nats-server config file.
@@ -29,6 +30,7 @@ pub(crate) fn render_all(
     out_dir: &Path,
     store_root: &Path,
     internal_ports: &GatewayInternalPorts,
+    secrets: &NatsSecrets,
 ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
     std::fs::create_dir_all(out_dir).map_err(|source| TopologyError::Render {
         path: out_dir.to_path_buf(),
@@ -38,7 +40,7 @@ pub(crate) fn render_all(
         path: store_root.to_path_buf(),
         source,
     })?;
-    let gateways = gateways_list(t);
+    let gateways = gateways_list(t, secrets);
     let mut rendered = Vec::new();
     for dc in &t.datacenters {
         for server in &dc.nats {
@@ -52,11 +54,16 @@ pub(crate) fn render_all(
                 ),
             })?;
             let internal_port = internal_ports.get(&server.name).copied();
-            let text = server_config(t, dc, server, store_dir, &gateways, internal_port);
-            std::fs::write(&path, text).map_err(|source| TopologyError::Render {
-                path: path.clone(),
-                source,
-            })?;
+            let text = server_config(t, dc, server, store_dir, &gateways, internal_port, secrets);
+            if secrets.credentials.is_some() {
+                // It holds every password: readable by its owner only.
+                security::write_private(&path, &text)?;
+            } else {
+                std::fs::write(&path, text).map_err(|source| TopologyError::Render {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             rendered.push(RenderedNatsConfig {
                 server: server.name.clone(),
                 dc: dc.name.clone(),
@@ -72,14 +79,23 @@ fn url_list(urls: impl Iterator<Item = String>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// `user:password@` for URLs of route or gateway connections, when authentication is on.
+fn url_credentials(secrets: &NatsSecrets, user: &str) -> String {
+    match &secrets.credentials {
+        Some(credentials) => format!("{user}:{}@", credentials.required(user)),
+        None => String::new(),
+    }
+}
+
 /// The `gateways: [...]` entries, identical in every file and including each
 /// server's own datacenter.
-fn gateways_list(t: &Topology) -> String {
+fn gateways_list(t: &Topology, secrets: &NatsSecrets) -> String {
+    let userinfo = url_credentials(secrets, security::GATEWAY_USER);
     let mut out = String::new();
     for dc in &t.datacenters {
         let urls = dc.nats.iter().map(|n| {
             format!(
-                "nats://{}",
+                "nats://{userinfo}{}",
                 host_port(&connect_host(&n.host), n.gateway_port)
             )
         });
@@ -102,6 +118,7 @@ fn server_config(
     store_dir: &str,
     gateways: &str,
     gateway_internal_port: Option<u16>,
+    secrets: &NatsSecrets,
 ) -> String {
     let source: String = t
         .source
@@ -111,16 +128,39 @@ fn server_config(
     let listen = |port| nats_quote(&host_port(&server.host, port));
     // Every server of the datacenter, itself included: nats-server skips a route to itself,
     // and a lone JetStream server refuses to start without any route configured.
+    let route_userinfo = url_credentials(secrets, security::ROUTE_USER);
     let routes: Vec<String> = dc
         .nats
         .iter()
         .map(|n| {
             format!(
-                "nats-route://{}",
+                "nats-route://{route_userinfo}{}",
                 host_port(&connect_host(&n.host), n.cluster_port)
             )
         })
         .collect();
+    let tls_block = |indent: &str| -> String {
+        let Some(tls) = &secrets.tls else {
+            return String::new();
+        };
+        let path = |p: PathBuf| nats_quote(&p.display().to_string());
+        format!(
+            "{indent}tls {{\n{indent}  cert_file: {}\n{indent}  key_file: {}\n{indent}  ca_file: {}\n{indent}  timeout: 2\n{indent}}}\n",
+            path(tls.cert_file(&server.name)),
+            path(tls.key_file(&server.name)),
+            path(tls.ca_file()),
+        )
+    };
+    let authorization = |indent: &str, user: &str| -> String {
+        let Some(credentials) = &secrets.credentials else {
+            return String::new();
+        };
+        format!(
+            "{indent}authorization {{\n{indent}  user: {}\n{indent}  password: {}\n{indent}  timeout: 2\n{indent}}}\n",
+            nats_quote(user),
+            nats_quote(credentials.required(user)),
+        )
+    };
 
     let mut out = String::new();
     let _ = writeln!(
@@ -142,6 +182,24 @@ fn server_config(
         nats_quote(&format!("dc:{}", dc.name))
     );
     let _ = writeln!(out);
+    out.push_str(&tls_block(""));
+    if let Some(credentials) = &secrets.credentials {
+        let _ = writeln!(out, "# one user per fanfare node, least privilege by role (see fanfare-topology security.rs)");
+        let _ = writeln!(out, "authorization {{");
+        let _ = writeln!(out, "  users = [");
+        for (user, permissions) in security::client_users(t) {
+            let _ = writeln!(
+                out,
+                "    {{user: {}, password: {}, permissions: {}}}",
+                nats_quote(&user),
+                nats_quote(credentials.required(&user)),
+                permissions_block(&permissions)
+            );
+        }
+        let _ = writeln!(out, "  ]");
+        let _ = writeln!(out, "}}");
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "jetstream {{");
     let _ = writeln!(out, "  store_dir: {}", nats_quote(store_dir));
     let _ = writeln!(out, "  max_memory_store: 256MB");
@@ -161,6 +219,8 @@ fn server_config(
     let _ = writeln!(out, "cluster {{");
     let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
     let _ = writeln!(out, "  listen: {}", listen(server.cluster_port));
+    out.push_str(&authorization("  ", security::ROUTE_USER));
+    out.push_str(&tls_block("  "));
     let _ = writeln!(out, "  routes: {}", url_list(routes.into_iter()));
     let _ = writeln!(out, "}}");
     let _ = writeln!(out);
@@ -183,11 +243,29 @@ fn server_config(
             let _ = writeln!(out, "  listen: {}", listen(server.gateway_port));
         }
     }
+    out.push_str(&authorization("  ", security::GATEWAY_USER));
+    out.push_str(&tls_block("  "));
     let _ = writeln!(out, "  gateways: [");
     out.push_str(gateways);
     let _ = writeln!(out, "  ]");
     let _ = writeln!(out, "}}");
     out
+}
+
+fn quoted_list(subjects: &[String]) -> String {
+    let quoted: Vec<String> = subjects.iter().map(|s| nats_quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `{publish: {allow: [..]}, subscribe: {allow: [..]}, allow_responses: ..}`: anything not
+/// allowed is denied.
+fn permissions_block(permissions: &Permissions) -> String {
+    format!(
+        "{{publish: {{allow: {}}}, subscribe: {{allow: {}}}, allow_responses: {}}}",
+        quoted_list(&permissions.publish),
+        quoted_list(&permissions.subscribe),
+        permissions.allow_responses
+    )
 }
 
 #[cfg(test)]
@@ -364,6 +442,70 @@ mod tests {
     }
 
     #[test]
+    fn secured_config_has_users_route_and_gateway_credentials_and_tls() {
+        let mut t = shipped("local-3dc-ha.toml");
+        t.settings.nats.tls = true;
+        let out = tempfile::tempdir().expect("tempdir");
+        let secrets = NatsSecrets::prepare(&t, &out.path().join("secrets")).expect("secrets");
+        let credentials = secrets.credentials.as_ref().expect("auth on by default");
+        let rendered = t
+            .render_nats_configs_secured(
+                &out.path().join("conf"),
+                Path::new("/js"),
+                &GatewayInternalPorts::new(),
+                &secrets,
+            )
+            .expect("render");
+        let text = read(&rendered[0].path);
+        let route = credentials.password(security::ROUTE_USER).expect("route");
+        let gateway = credentials
+            .password(security::GATEWAY_USER)
+            .expect("gateway");
+        let frontend = credentials.password("dc2-fe1").expect("frontend");
+        for expected in [
+            format!("  routes: [\"nats-route://fanfare_route:{route}@127.0.0.1:6211\""),
+            format!("{{name: \"dc2\", urls: [\"nats://fanfare_gateway:{gateway}@127.0.0.1:7221\""),
+            format!("  authorization {{\n    user: \"fanfare_route\"\n    password: \"{route}\"\n"),
+            format!("  authorization {{\n    user: \"fanfare_gateway\"\n    password: \"{gateway}\"\n"),
+            format!("{{user: \"dc2-fe1\", password: \"{frontend}\", permissions: {{publish: {{allow: [\"fanfare.events.dc2.*.*\""),
+            "{user: \"fanfare_admin\"".to_owned(),
+            "subscribe: {allow: [\"fanfare.dc2.fe.dc2-fe1\", \"_INBOX.dc2-fe1.>\"]}, allow_responses: true}".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        // tls in the client, cluster and gateway sections
+        assert_eq!(text.matches("tls {\n").count(), 3, "{text}");
+        assert!(text.contains("dc1-nats1-key.pem"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&rendered[0].path)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "configs with passwords are private");
+    }
+
+    #[test]
+    fn auth_turned_off_renders_no_users_and_no_credentials() {
+        let mut t = shipped("local-3dc.toml");
+        t.settings.nats.auth = false;
+        let out = tempfile::tempdir().expect("tempdir");
+        let secrets = NatsSecrets::prepare(&t, &out.path().join("secrets")).expect("secrets");
+        assert!(secrets.credentials.is_none() && secrets.tls.is_none());
+        assert!(!out.path().join("secrets/credentials").exists());
+        let rendered = t
+            .render_nats_configs_secured(
+                &out.path().join("conf"),
+                Path::new("/js"),
+                &GatewayInternalPorts::new(),
+                &secrets,
+            )
+            .expect("render");
+        let text = read(&rendered[0].path);
+        assert!(!text.contains("authorization"), "{text}");
+        assert!(text.contains("nats-route://127.0.0.1:6221"), "{text}");
+    }
+
+    #[test]
     fn unwritable_out_dir_is_a_render_error() {
         let t = shipped("local-3dc.toml");
         let out = tempfile::tempdir().expect("tempdir");
@@ -427,11 +569,23 @@ mod tests {
             generated,
         ] {
             let out = tempfile::tempdir().expect("tempdir");
-            let rendered = t
+            let mut secured = t.clone();
+            secured.settings.nats.tls = true;
+            let secrets =
+                NatsSecrets::prepare(&secured, &out.path().join("secrets")).expect("secrets");
+            let plain = t
                 .render_nats_configs(&out.path().join("conf"), &out.path().join("js store"))
                 .expect("render");
-            assert!(!rendered.is_empty());
-            for r in rendered {
+            let with_security = secured
+                .render_nats_configs_secured(
+                    &out.path().join("secured"),
+                    &out.path().join("js store"),
+                    &GatewayInternalPorts::new(),
+                    &secrets,
+                )
+                .expect("render secured");
+            assert!(!plain.is_empty());
+            for r in plain.into_iter().chain(with_security) {
                 let output = Command::new(&bin)
                     .arg("-c")
                     .arg(&r.path)
