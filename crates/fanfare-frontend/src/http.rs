@@ -8,10 +8,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fanfare_auth::Action;
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
     sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, Position, VideoId,
-    COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
+    COMMENT_TEXT_MAX_CHARS,
 };
 use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth;
 use crate::ingest::{PendingLike, QueueError};
 use crate::problem::ApiError;
 use crate::viewer::ViewerStream;
@@ -69,6 +71,13 @@ async fn open_stream(
     if !accepts_event_stream(&headers) {
         return Err(ApiError::NotAcceptable);
     }
+    // Checked on every open, a resume (Last-Event-ID) included.
+    shared.auth.viewer(
+        &video,
+        headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        query.access_token.as_deref(),
+        headers.get(header::COOKIE).map(|v| v.as_bytes()),
+    )?;
     // The header (what a browser's EventSource sends on reconnect) wins over the query
     // parameter (what a page can set on a fresh EventSource).
     let last_event_id = headers
@@ -97,6 +106,8 @@ async fn open_stream(
 #[derive(serde::Deserialize)]
 struct StreamQuery {
     last_event_id: Option<String>,
+    /// A viewer token for a private video (`access_token=`); never logged.
+    access_token: Option<String>,
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -173,20 +184,6 @@ fn idempotency_key(value: &axum::http::HeaderValue) -> Result<String, ApiError> 
     Ok(key.to_owned())
 }
 
-fn check_user_id(user_id: &str) -> Result<(), ApiError> {
-    if user_id.is_empty() || user_id.len() > USER_ID_MAX_LEN {
-        return Err(ApiError::InvalidBody(format!(
-            "user_id must be 1 to {USER_ID_MAX_LEN} bytes"
-        )));
-    }
-    if user_id.chars().any(char::is_control) {
-        return Err(ApiError::InvalidBody(
-            "user_id must not contain control characters".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /v1/videos/{id}/likes`: 202 once the like is stored in this datacenter.
 async fn publish_like(
     State(shared): State<Arc<Shared>>,
@@ -199,9 +196,11 @@ async fn publish_like(
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
+        // Before the body is read: nothing of a refused request is stored.
+        let grant = shared.auth.publisher(&headers, &video, Action::Like)?;
         let request: LikeRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
-        check_user_id(&request.user_id)?;
+        auth::user_id(grant, request.user_id)?;
         let (reply, stored) = oneshot::channel();
         let pending = PendingLike {
             video: video.clone(),
@@ -247,9 +246,10 @@ async fn publish_comment(
     let outcome = async {
         let video = VideoId::parse(&video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
+        let grant = shared.auth.publisher(&headers, &video, Action::Comment)?;
         let request: CommentRequest =
             read_json(&headers, body, shared.settings.max_body_bytes).await?;
-        check_user_id(&request.user_id)?;
+        let user_id = auth::user_id(grant, request.user_id)?;
         if request.text.is_empty() || request.text.chars().count() > COMMENT_TEXT_MAX_CHARS {
             return Err(ApiError::InvalidBody(format!(
                 "text must be 1 to {COMMENT_TEXT_MAX_CHARS} characters"
@@ -264,7 +264,7 @@ async fn publish_comment(
         let comment = Comment {
             video_id: video.clone(),
             comment_id: comment_id.clone(),
-            user_id: request.user_id,
+            user_id,
             text: request.text,
             origin_dc: shared.settings.dc.clone(),
             published_at: unix_millis(),

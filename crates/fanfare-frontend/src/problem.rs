@@ -29,6 +29,11 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A missing or invalid token (401), or a valid one outside its scope (403).
+    #[error(transparent)]
+    Auth(#[from] fanfare_auth::AuthError),
+    #[error("the body's user_id differs from the token's subject: leave it out, or send the token's subject")]
+    UserMismatch,
 }
 
 #[derive(Serialize)]
@@ -90,6 +95,15 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            ApiError::Auth(error) if error.is_forbidden() => {
+                (StatusCode::FORBIDDEN, error.slug(), error.title())
+            }
+            ApiError::Auth(error) => (StatusCode::UNAUTHORIZED, error.slug(), error.title()),
+            ApiError::UserMismatch => (
+                StatusCode::FORBIDDEN,
+                "user-id-mismatch",
+                "User id differs from the token",
+            ),
         }
     }
 }
@@ -107,6 +121,11 @@ impl From<&fanfare_fabric::FabricError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.status_and_slug();
+        // RFC 6750 §3: tell the client how to authenticate, and what was wrong.
+        let challenge = match &self {
+            ApiError::Auth(error) => HeaderValue::from_str(&error.challenge()).ok(),
+            _ => None,
+        };
         let problem = Problem {
             kind: format!("urn:fanfare:problem:{slug}"),
             title,
@@ -119,6 +138,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT

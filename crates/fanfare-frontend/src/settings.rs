@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fanfare_auth::AuthSettings;
 use fanfare_fabric::NatsSettings;
 use fanfare_telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct Settings {
     pub like_commits_in_flight: usize,
     /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
     pub telemetry: TelemetrySettings,
+    /// Who may publish and watch private videos (`[auth]`); on by default, so a config
+    /// without keys must say `mode = "off"` to start.
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             like_queue: 16_384,
             like_commits_in_flight: 1,
             telemetry: TelemetrySettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -84,6 +89,41 @@ impl Settings {
         if self.nats.urls.is_empty() {
             return Err("nats.urls: at least one url is required".to_owned());
         }
+        if let Some(problem) = self.auth.check().first() {
+            return Err(problem.to_string());
+        }
         self.telemetry.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_without_keys_must_turn_auth_off_explicitly() {
+        let settings = Settings::default();
+        let problem = settings.validate().expect_err("auth on without keys");
+        assert!(problem.starts_with("auth.keys: "), "{problem}");
+        assert!(problem.contains("mode = \"off\""), "{problem}");
+        let off = Settings {
+            auth: AuthSettings::off(),
+            ..Settings::default()
+        };
+        assert_eq!(off.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_auth_section_parses_from_the_config_file() {
+        let settings: Settings = toml::from_str(
+            "[auth]\naudience = \"live\"\nleeway = \"10s\"\nprivate_videos = [\"vip-*\"]\n\
+             [[auth.keys]]\nkid = \"k1\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"/k.pem\"\n",
+        )
+        .expect("parses");
+        assert!(settings.auth.is_on());
+        assert_eq!(settings.auth.audience, "live");
+        assert_eq!(settings.auth.leeway, Duration::from_secs(10));
+        assert_eq!(settings.auth.keys[0].kid, "k1");
+        assert_eq!(settings.validate(), Ok(()));
     }
 }

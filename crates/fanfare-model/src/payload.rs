@@ -12,18 +12,21 @@ pub const USER_ID_MAX_LEN: usize = 128;
 /// Longest accepted comment, in characters.
 pub const COMMENT_TEXT_MAX_CHARS: usize = 2000;
 
-/// Body of `POST /v1/videos/{id}/likes`.
+/// Body of `POST /v1/videos/{id}/likes`. `user_id` is required with authentication off;
+/// with it on, the token's subject is the user and `user_id`, if given, must equal it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LikeRequest {
-    pub user_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
-/// Body of `POST /v1/videos/{id}/comments`.
+/// Body of `POST /v1/videos/{id}/comments`; `user_id` as for [`LikeRequest`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
-    pub user_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
     pub text: String,
 }
 

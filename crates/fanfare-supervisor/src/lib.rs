@@ -84,14 +84,17 @@ pub struct UpOptions {
     pub nats_server: PathBuf,
     /// The `fanfare` binary that runs dispatchers and frontends.
     pub fanfare_bin: PathBuf,
-    /// Settings every frontend starts from; name, dc, address, NATS urls and the interest TTL
-    /// come from the topology.
+    /// Settings every frontend starts from; name, dc, address, NATS urls, the interest TTL
+    /// and `[auth]` come from the topology.
     pub frontend: fanfare_frontend::Settings,
     /// Settings every dispatcher starts from, filled in the same way.
     pub dispatcher: fanfare_dispatcher::Settings,
     pub dispatch: DispatchTuning,
     /// Print every child's output on stdout, each line prefixed with the node name.
     pub echo_logs: bool,
+    /// Environment variables set for every dispatcher and frontend (e.g. `RUST_LOG`), on top
+    /// of the supervisor's own.
+    pub node_env: Vec<(String, String)>,
     /// Where the NATS servers' internal gateway ports (behind the link proxies) are taken
     /// from: counting up from this port, or any free port when `None`.
     pub internal_ports_from: Option<u16>,
@@ -107,6 +110,7 @@ impl UpOptions {
             dispatcher: fanfare_dispatcher::Settings::default(),
             dispatch: DispatchTuning::default(),
             echo_logs: false,
+            node_env: Vec::new(),
             internal_ports_from: None,
         }
     }
@@ -165,6 +169,8 @@ pub struct Running {
     exits: mpsc::UnboundedReceiver<ChildExit>,
     exits_sender: mpsc::UnboundedSender<ChildExit>,
     echo_logs: bool,
+    /// Set for dispatchers and frontends (see [`UpOptions::node_env`]).
+    node_env: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -197,6 +203,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         exits,
         exits_sender,
         echo_logs: options.echo_logs,
+        node_env: options.node_env.clone(),
     };
 
     let internal_ports = running
@@ -239,6 +246,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             settings.listen = node.listen;
             settings.nats.urls = dc.client_urls();
             settings.interest_ttl = topology.settings.interest_ttl;
+            settings.auth = topology.auth.clone();
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
         }
@@ -448,11 +456,17 @@ impl Running {
         args: &[String],
     ) -> Result<(), SupervisorError> {
         let log_path = self.run_dir.join("logs").join(format!("{name}.log"));
+        let env: &[(String, String)] = if kind == NodeKind::Nats {
+            &[]
+        } else {
+            &self.node_env
+        };
         let child = Child::spawn(
             name,
             kind,
             program,
             args,
+            env,
             &log_path,
             self.echo_logs,
             self.exits_sender.clone(),

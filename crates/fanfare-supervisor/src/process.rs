@@ -52,6 +52,7 @@ impl Child {
         kind: NodeKind,
         program: &Path,
         args: &[String],
+        env: &[(String, String)],
         log_path: &Path,
         echo: bool,
         exits: mpsc::UnboundedSender<ChildExit>,
@@ -59,6 +60,7 @@ impl Child {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,155 @@
+//! Where requests meet [`fanfare_auth`]: finding the token in a request and deciding who the
+//! user is. Nothing here logs; the token never leaves these functions.
+
+use axum::http::{header, HeaderMap};
+use fanfare_auth::{Action, AuthError, Grant, Verifier};
+use fanfare_model::{VideoId, USER_ID_MAX_LEN};
+
+use crate::problem::ApiError;
+
+/// Query parameter a browser's `EventSource` can carry a viewer token in.
+pub(crate) const TOKEN_QUERY_PARAM: &str = "access_token";
+/// Cookie a viewer token can come in.
+pub(crate) const TOKEN_COOKIE: &str = "fanfare_token";
+
+/// The frontend's authentication: `None` inside when it is off.
+pub(crate) struct Gate {
+    verifier: Option<Verifier>,
+}
+
+impl Gate {
+    pub(crate) fn new(verifier: Option<Verifier>) -> Self {
+        Self { verifier }
+    }
+
+    /// Checks a publish request's bearer token for `action` on `video`. With authentication
+    /// off there is no grant.
+    pub(crate) fn publisher(
+        &self,
+        headers: &HeaderMap,
+        video: &VideoId,
+        action: Action,
+    ) -> Result<Option<Grant>, ApiError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        let token = bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+        Ok(Some(verifier.authorize(token, video.as_str(), action)?))
+    }
+
+    /// Checks a viewer's token when `video` is private: from the `Authorization` header, else
+    /// the `access_token` query parameter, else the `fanfare_token` cookie.
+    pub(crate) fn viewer(
+        &self,
+        video: &VideoId,
+        authorization: Option<&[u8]>,
+        query_token: Option<&str>,
+        cookie: Option<&[u8]>,
+    ) -> Result<(), ApiError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(());
+        };
+        if !verifier.is_private(video.as_str()) {
+            return Ok(());
+        }
+        let token = match bearer(authorization)? {
+            Some(token) => Some(token),
+            None => query_token
+                .filter(|token| !token.is_empty())
+                .or_else(|| cookie.and_then(cookie_token)),
+        };
+        verifier.authorize(token, video.as_str(), Action::View)?;
+        Ok(())
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value; `None` when there is no
+/// header. Any other scheme, or a value that is not text, is a malformed token.
+fn bearer(value: Option<&[u8]>) -> Result<Option<&str>, AuthError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = std::str::from_utf8(value)
+        .map_err(|_| AuthError::Malformed("the authorization header is not text"))?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed(
+            "the authorization header is not a bearer token",
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// The `fanfare_token` value of a `Cookie` header.
+fn cookie_token(cookie: &[u8]) -> Option<&str> {
+    let cookie = std::str::from_utf8(cookie).ok()?;
+    cookie.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == TOKEN_COOKIE && !value.is_empty()).then_some(value.trim_matches('"'))
+    })
+}
+
+/// The user id of a like or comment: the token's subject when authentication is on (a body
+/// `user_id` must then equal it), else the body's `user_id`, which is then required.
+pub(crate) fn user_id(grant: Option<Grant>, body_user: Option<String>) -> Result<String, ApiError> {
+    match grant {
+        Some(grant) => match body_user {
+            Some(user) if user != grant.subject => Err(ApiError::UserMismatch),
+            _ => Ok(grant.subject),
+        },
+        None => {
+            let user =
+                body_user.ok_or_else(|| ApiError::InvalidBody("user_id is required".to_owned()))?;
+            check_user_id(&user)?;
+            Ok(user)
+        }
+    }
+}
+
+fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.is_empty() || user_id.len() > USER_ID_MAX_LEN {
+        return Err(ApiError::InvalidBody(format!(
+            "user_id must be 1 to {USER_ID_MAX_LEN} bytes"
+        )));
+    }
+    if user_id.chars().any(char::is_control) {
+        return Err(ApiError::InvalidBody(
+            "user_id must not contain control characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_takes_the_token_of_the_bearer_scheme_only() {
+        assert_eq!(bearer(None), Ok(None));
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer(Some(b"bearer  abc ")), Ok(Some("abc")));
+        assert_eq!(bearer(Some(b"Bearer")), Ok(Some("")));
+        assert!(bearer(Some(b"Basic dXNlcjpwYXNz")).is_err());
+        assert!(bearer(Some(b"Bearer \xff")).is_err());
+    }
+
+    #[test]
+    fn the_token_cookie_is_found_among_others() {
+        assert_eq!(cookie_token(b"a=1; fanfare_token=xyz; b=2"), Some("xyz"));
+        assert_eq!(cookie_token(b"fanfare_token=\"q\""), Some("q"));
+        assert_eq!(cookie_token(b"other_fanfare_token=xyz"), None);
+        assert_eq!(cookie_token(b"fanfare_token="), None);
+    }
+
+    #[test]
+    fn with_auth_off_the_body_names_the_user_and_must() {
+        assert_eq!(user_id(None, Some("bob".into())).unwrap(), "bob");
+        assert!(matches!(
+            user_id(None, None),
+            Err(ApiError::InvalidBody(message)) if message.contains("required")
+        ));
+        assert!(user_id(None, Some(String::new())).is_err());
+        assert!(user_id(None, Some("a\u{7}".into())).is_err());
+    }
+}
