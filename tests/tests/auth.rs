@@ -15,7 +15,7 @@ use common::{receive, SMALL, WAIT};
 use fanfare_auth::{
     mint, unix_now, Action, AuthSettings, Claims, KeyAlgorithm, KeySettings, SigningKey,
 };
-use fanfare_testkit::cluster::workspace_root;
+use fanfare_testkit::cluster::{fanfare_bin, workspace_root};
 use fanfare_testkit::sse::{SseError, SseStream};
 use fanfare_testkit::{http, wait, Cluster};
 use serde_json::{json, Value};
@@ -23,6 +23,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISSUER: &str = "fanfare-tests";
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// Runs the `fanfare` binary the cluster runs.
+fn fanfare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(fanfare_bin().unwrap())
+        .args(args)
+        .output()
+        .expect("fanfare runs")
+}
 
 fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures/auth").join(name)
@@ -154,6 +162,9 @@ fn forged(header: &Value, claims: &Claims) -> String {
     format!("{header}.{body}.")
 }
 
+/// One refused publish: what it is, where it goes, its token, body, status and problem slug.
+type Refusal<'a> = (&'a str, &'a str, Option<String>, Value, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_need_a_valid_token_in_scope_and_every_refusal_reaches_nothing() {
     let cluster = start().await;
@@ -189,7 +200,7 @@ async fn publishers_need_a_valid_token_in_scope_and_every_refusal_reaches_nothin
     let now = unix_now();
     let other_ed = pem_key("ed-1", KeyAlgorithm::EdDSA, "ed25519-other-private.pem");
     let alice = claims("alice");
-    let cases: Vec<(&str, &str, Option<String>, Value, u16, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "missing token",
             &likes,
@@ -367,6 +378,50 @@ async fn publishers_need_a_valid_token_in_scope_and_every_refusal_reaches_nothin
     .await
     .unwrap();
     assert_refused(&response, 401, "token-malformed", "basic auth");
+
+    // `fanfare token` mints what `fanfare publish --token` sends; the user is the subject.
+    let minted = fanfare(&[
+        "token",
+        "--secret-file",
+        fixture("hs256-two.secret").to_str().unwrap(),
+        "--kid",
+        "hs-new",
+        "--sub",
+        "cli-user",
+        "--iss",
+        ISSUER,
+        "--videos",
+        "calm,calm-*",
+        "--actions",
+        "comment",
+        "--ttl",
+        "5m",
+    ]);
+    assert!(minted.status.success(), "{minted:?}");
+    let cli_token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let published = fanfare(&[
+        "publish",
+        "--url",
+        &frontend,
+        "--token",
+        &cli_token,
+        "comment",
+        "calm",
+        "from the cli",
+    ]);
+    assert!(published.status.success(), "{published:?}");
+    let received = receive(&mut bystander, 0, 1).await;
+    assert_eq!(received.comments[0]["user_id"], "cli-user");
+    let refused = fanfare(&[
+        "publish", "--url", &frontend, "--token", &cli_token, "like", "calm",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a like is outside the token's actions"
+    );
+    let answer = String::from_utf8_lossy(&refused.stdout);
+    assert!(answer.starts_with("403"), "{answer}");
+    assert!(answer.contains("token-action-out-of-scope"), "{answer}");
     let log = cluster.node_log("dc1-fe1").unwrap();
     assert!(
         !log.contains("authentication is OFF"),

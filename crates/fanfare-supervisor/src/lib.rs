@@ -461,12 +461,11 @@ impl Running {
         } else {
             &self.node_env
         };
+        let launch = process::Launch { program, args, env };
         let child = Child::spawn(
             name,
             kind,
-            program,
-            args,
-            env,
+            launch,
             &log_path,
             self.echo_logs,
             self.exits_sender.clone(),
