@@ -422,6 +422,13 @@ async fn publishers_need_a_valid_token_in_scope_and_every_refusal_reaches_nothin
     let answer = String::from_utf8_lossy(&refused.stdout);
     assert!(answer.starts_with("403"), "{answer}");
     assert!(answer.contains("token-action-out-of-scope"), "{answer}");
+    // Every token refusal above was counted (the user id mismatch is a body problem, not a
+    // token's): 13 from the matrix, the basic scheme, the CLI's like.
+    let refused = cluster
+        .metric("dc1-fe1", "fanfare_frontend_auth_refused_total")
+        .await
+        .unwrap();
+    assert_eq!(refused, 15.0);
     let log = cluster.node_log("dc1-fe1").unwrap();
     assert!(
         !log.contains("authentication is OFF"),

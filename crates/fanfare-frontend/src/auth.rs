@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderMap};
 use fanfare_auth::{Action, AuthError, Grant, Verifier};
 use fanfare_model::{VideoId, USER_ID_MAX_LEN};
+use fanfare_telemetry::{AuthRequest, FrontendMetrics};
 
 use crate::problem::ApiError;
 
@@ -15,11 +16,18 @@ pub(crate) const TOKEN_COOKIE: &str = "fanfare_token";
 /// The frontend's authentication: `None` inside when it is off.
 pub(crate) struct Gate {
     verifier: Option<Verifier>,
+    /// Counts refusals by reason.
+    metrics: FrontendMetrics,
 }
 
 impl Gate {
-    pub(crate) fn new(verifier: Option<Verifier>) -> Self {
-        Self { verifier }
+    pub(crate) fn new(verifier: Option<Verifier>, metrics: FrontendMetrics) -> Self {
+        Self { verifier, metrics }
+    }
+
+    fn refused(&self, request: AuthRequest, error: AuthError) -> ApiError {
+        self.metrics.auth_refused(request, error.slug());
+        ApiError::Auth(error)
     }
 
     /// Checks a publish request's bearer token for `action` on `video`. With authentication
@@ -33,8 +41,11 @@ impl Gate {
         let Some(verifier) = &self.verifier else {
             return Ok(None);
         };
-        let token = bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-        Ok(Some(verifier.authorize(token, video.as_str(), action)?))
+        let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        bearer(authorization)
+            .and_then(|token| verifier.authorize(token, video.as_str(), action))
+            .map(Some)
+            .map_err(|error| self.refused(AuthRequest::Publish, error))
     }
 
     /// Checks a viewer's token when `video` is private: from the `Authorization` header, else
@@ -52,14 +63,17 @@ impl Gate {
         if !verifier.is_private(video.as_str()) {
             return Ok(());
         }
-        let token = match bearer(authorization)? {
-            Some(token) => Some(token),
-            None => query_token
-                .filter(|token| !token.is_empty())
-                .or_else(|| cookie.and_then(cookie_token)),
-        };
-        verifier.authorize(token, video.as_str(), Action::View)?;
-        Ok(())
+        let token = bearer(authorization).map(|header_token| {
+            header_token.or_else(|| {
+                query_token
+                    .filter(|token| !token.is_empty())
+                    .or_else(|| cookie.and_then(cookie_token))
+            })
+        });
+        token
+            .and_then(|token| verifier.authorize(token, video.as_str(), Action::View))
+            .map(|_| ())
+            .map_err(|error| self.refused(AuthRequest::View, error))
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn run(
         hub,
         history,
         likes,
-        auth: auth::Gate::new(verifier),
+        auth: auth::Gate::new(verifier, metrics.clone()),
         interest,
         metrics,
         registry,
