@@ -137,6 +137,49 @@ fn check_user_id(user_id: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fanfare_auth::{AuthSettings, KeyAlgorithm, KeySettings};
+    use proptest::prelude::*;
+
+    /// A gate with the test-only Ed25519 fixture key, where `vip-*` is private.
+    fn gate() -> Gate {
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/auth/ed25519-public.pem");
+        let settings = AuthSettings {
+            private_videos: vec!["vip-*".to_owned()],
+            keys: vec![KeySettings::public_key_file("ed", KeyAlgorithm::EdDSA, key)],
+            ..AuthSettings::default()
+        };
+        let verifier = Verifier::from_settings(&settings).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        Gate::new(verifier, FrontendMetrics::register(&mut registry))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever arrives as header, query parameter or cookie, a private video is refused
+        /// (401) without a panic, and a public one is let through.
+        #[test]
+        fn arbitrary_credentials_never_open_a_private_video(
+            authorization in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            query in proptest::option::of(any::<String>()),
+            cookie in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            let gate = gate();
+            let private = VideoId::parse("vip-1").unwrap();
+            let refused = gate.viewer(
+                &private,
+                authorization.as_deref(),
+                query.as_deref(),
+                cookie.as_deref(),
+            );
+            prop_assert!(matches!(refused, Err(ApiError::Auth(ref error)) if !error.is_forbidden()));
+            let public = VideoId::parse("talk").unwrap();
+            prop_assert!(gate
+                .viewer(&public, authorization.as_deref(), query.as_deref(), cookie.as_deref())
+                .is_ok());
+        }
+    }
 
     #[test]
     fn bearer_takes_the_token_of_the_bearer_scheme_only() {
