@@ -732,6 +732,11 @@ impl Running {
                 last.url(),
                 last.url()
             ));
+            if self.topology.auth.is_on() {
+                out.push_str(
+                    "(authentication is on: publish with -H \"authorization: Bearer $(fanfare token ...)\")\n",
+                );
+            }
         }
         out
     }
