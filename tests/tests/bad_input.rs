@@ -43,6 +43,9 @@ async fn bad_requests_get_problem_responses_and_reach_nothing() {
         .expect("cluster starts");
     let frontend = cluster.frontend("dc1-fe1");
     let mut bystander = cluster.watch("dc1-fe1", "calm").await.unwrap();
+    // This cluster runs with [auth] mode = "off" (the test kit's default), and says so.
+    let log = cluster.node_log("dc1-fe1").unwrap();
+    assert!(log.contains("authentication is OFF"), "{log}");
 
     let json = Some("application/json");
     let like_body = r#"{"user_id":"u"}"#;
@@ -90,6 +93,13 @@ async fn bad_requests_get_problem_responses_and_reach_nothing() {
             &likes,
             json,
             r#"{"user_id":7}"#.to_owned(),
+            400,
+        ),
+        (
+            "no user id with auth off",
+            &likes,
+            json,
+            "{}".to_owned(),
             400,
         ),
         (

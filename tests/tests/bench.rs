@@ -21,6 +21,7 @@ const RUN_BOUND: Duration = Duration::from_secs(120);
 async fn bench_smoke_delivers_every_comment_once_and_exact_like_totals_in_every_datacenter() {
     let ports = PortBlock::acquire().unwrap();
     let topology = Topology::builder()
+        .auth(fanfare_auth::AuthSettings::off())
         .settings(Settings {
             partitions: 2,
             // The smoke benchmark and the soak publish as fast as they can from one address.

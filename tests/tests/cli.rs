@@ -22,6 +22,8 @@ fn fanfare(args: &[&str]) -> std::process::Output {
 }
 
 const VALID: &str = r#"
+[auth]
+mode = "off"
 [[datacenter]]
 name = "dc1"
 [[datacenter]]
@@ -110,6 +112,19 @@ fn topology_check_rejects_broken_files_naming_the_field() {
             "paritions",
             "",
         ),
+        (
+            VALID.replace("[auth]\nmode = \"off\"\n", ""),
+            "auth.keys",
+            "authentication is on but no keys are configured",
+        ),
+        (
+            VALID.replace(
+                "mode = \"off\"",
+                "mode = \"on\"\nprivate_videos = [\"a*b\"]",
+            ),
+            "auth.private_videos[0]",
+            "'*' may only end a pattern",
+        ),
     ];
     for (text, field, message) in cases {
         let path = write_topology(dir.path(), &text);
@@ -169,10 +184,21 @@ async fn fanfare_up_serves_the_default_topology_and_leaves_nothing_on_sigterm() 
         .arg(nats_server_bin().unwrap())
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("fanfare up starts");
     let stdout = up.stdout.take().unwrap();
+    // Its stderr still reaches the test output; the auth-off warning is noted on the way.
+    let stderr = up.stderr.take().unwrap();
+    let (warned_sender, warned) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("authentication is OFF") {
+                let _ = warned_sender.send(());
+            }
+            eprintln!("{line}");
+        }
+    });
     let (ready_sender, ready) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -186,6 +212,16 @@ async fn fanfare_up_serves_the_default_topology_and_leaves_nothing_on_sigterm() 
         let _ = up.kill();
         panic!("fanfare up did not print ready within 120s");
     }
+    // The local topology runs with auth off, and says so: fanfare up, and each frontend.
+    assert!(
+        warned.recv_timeout(WAIT).is_ok(),
+        "fanfare up warns that authentication is off"
+    );
+    let frontend_log = std::fs::read_to_string(run_dir.join("logs/dc1-fe1.log")).unwrap();
+    assert!(
+        frontend_log.contains("authentication is OFF"),
+        "{frontend_log}"
+    );
 
     let output = fanfare(&["topology", "endpoints", "topology/local-3dc.toml", "--json"]);
     let endpoints: Endpoints = serde_json::from_slice(&output.stdout).unwrap();

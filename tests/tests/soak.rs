@@ -20,6 +20,7 @@ const TEST_BOUND: Duration = Duration::from_secs(240);
 async fn a_seeded_soak_under_chaos_loses_and_duplicates_nothing_in_any_datacenter() {
     let ports = PortBlock::acquire().unwrap();
     let topology = Topology::builder()
+        .auth(fanfare_auth::AuthSettings::off())
         .settings(Settings {
             interest_ttl: Duration::from_secs(3),
             partitions: 4,

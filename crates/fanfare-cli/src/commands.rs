@@ -77,9 +77,15 @@ enum Command {
         /// A frontend's base URL, instead of one from the topology.
         #[arg(long, global = true)]
         url: Option<String>,
+        /// Bearer token for a frontend with authentication on (see `fanfare token`).
+        #[arg(long, global = true, env = "FANFARE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         what: PublishWhat,
     },
+    /// Mint a token for publishing (and watching private videos): HS256 from a secret file,
+    /// or RS256/EdDSA from a PEM private key. Prints the token.
+    Token(TokenArgs),
     /// Break a running `fanfare up` on purpose: cut links, kill and restart nodes.
     Chaos {
         /// Run directory of the `fanfare up` to act on (default .fanfare/run/<topology>).
@@ -170,6 +176,47 @@ struct BenchArgs {
     viewer_share: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// HS256: file holding the shared secret (one trailing newline is ignored).
+    #[arg(long, required_unless_present = "private_key_file")]
+    secret_file: Option<PathBuf>,
+    /// RS256 or EdDSA: PEM private key file (PKCS#8).
+    #[arg(long, conflicts_with = "secret_file")]
+    private_key_file: Option<PathBuf>,
+    /// Signature algorithm.
+    #[arg(long, value_enum, default_value = "hs256")]
+    algorithm: TokenAlgorithm,
+    /// Key id put in the header; the frontend picks its key by it.
+    #[arg(long)]
+    kid: Option<String>,
+    /// The user the token speaks for (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Audience (`aud`); must match the frontends' `[auth] audience`.
+    #[arg(long, default_value = "fanfare")]
+    aud: String,
+    /// Issuer (`iss`), for frontends that check one.
+    #[arg(long)]
+    iss: Option<String>,
+    /// Videos the token may act on: ids or `prefix*` patterns (default: every video).
+    #[arg(long, value_delimiter = ',')]
+    videos: Vec<String>,
+    /// Actions the token allows: like, comment, view (default: every action).
+    #[arg(long, value_delimiter = ',')]
+    actions: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = fanfare_soak::parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenAlgorithm {
+    Hs256,
+    Rs256,
+    Eddsa,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum BenchTarget {
     Fanfare,
@@ -189,15 +236,18 @@ enum PublishWhat {
         video: String,
         #[arg(long, default_value_t = 1)]
         count: u32,
-        #[arg(long, default_value = "cli")]
-        user: String,
+        /// User id sent in the body (default `cli`; left out with --token, whose subject is
+        /// the user).
+        #[arg(long)]
+        user: Option<String>,
     },
     /// One comment.
     Comment {
         video: String,
         text: String,
-        #[arg(long, default_value = "cli")]
-        user: String,
+        /// As for `like`.
+        #[arg(long)]
+        user: Option<String>,
         /// Retrying with the same key stores the comment once.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -325,8 +375,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topology,
             dc,
             url,
+            token,
             what,
-        } => publish(&topology, &dc, url, what).await,
+        } => publish(&topology, &dc, url, token, what).await,
+        Command::Token(args) => token(args),
         Command::Bench(args) => bench(*args).await,
         Command::Frontend { config } => {
             let env = settings::process_env();
@@ -390,6 +442,7 @@ async fn publish(
     topology: &Path,
     dc: &str,
     url: Option<String>,
+    token: Option<String>,
     what: PublishWhat,
 ) -> anyhow::Result<ExitCode> {
     let base = match url {
@@ -409,28 +462,51 @@ async fn publish(
         }
     };
     let base = base.trim_end_matches('/');
+    let token = token.filter(|token| !token.is_empty());
+    // With a token its subject is the user: a body user_id is sent only when asked for.
+    let body_user = |user: Option<String>| match (user, &token) {
+        (Some(user), _) => Some(user),
+        (None, Some(_)) => None,
+        (None, None) => Some("cli".to_owned()),
+    };
     let requests: Vec<(String, serde_json::Value, Option<String>)> = match what {
-        PublishWhat::Like { video, count, user } => (0..count)
-            .map(|_| {
-                let url = format!("{base}/v1/videos/{video}/likes");
-                (url, serde_json::json!({ "user_id": user }), None)
-            })
-            .collect(),
+        PublishWhat::Like { video, count, user } => {
+            let mut body = serde_json::json!({});
+            if let Some(user) = body_user(user) {
+                body["user_id"] = user.into();
+            }
+            (0..count)
+                .map(|_| {
+                    let url = format!("{base}/v1/videos/{video}/likes");
+                    (url, body.clone(), None)
+                })
+                .collect()
+        }
         PublishWhat::Comment {
             video,
             text,
             user,
             idempotency_key,
-        } => vec![(
-            format!("{base}/v1/videos/{video}/comments"),
-            serde_json::json!({ "user_id": user, "text": text }),
-            idempotency_key,
-        )],
+        } => {
+            let mut body = serde_json::json!({ "text": text });
+            if let Some(user) = body_user(user) {
+                body["user_id"] = user.into();
+            }
+            vec![(
+                format!("{base}/v1/videos/{video}/comments"),
+                body,
+                idempotency_key,
+            )]
+        }
     };
+    let authorization = token.map(|token| format!("Bearer {token}"));
     for (url, body, key) in requests {
         let mut headers = vec![("content-type", "application/json")];
         if let Some(key) = &key {
             headers.push(("idempotency-key", key.as_str()));
+        }
+        if let Some(authorization) = &authorization {
+            headers.push(("authorization", authorization.as_str()));
         }
         let response =
             fanfare_client::http::request("POST", &url, &headers, body.to_string().into())
@@ -441,6 +517,45 @@ async fn publish(
             return Ok(ExitCode::FAILURE);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fanfare token`: mints a token with `fanfare_auth::mint` and prints it.
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    use fanfare_auth::{KeyAlgorithm, SigningKey};
+    let kid = args.kid.as_deref();
+    let key = match (&args.secret_file, &args.private_key_file, args.algorithm) {
+        (Some(secret), None, TokenAlgorithm::Hs256) => SigningKey::hs256_file(kid, secret)?,
+        (None, Some(path), algorithm @ (TokenAlgorithm::Rs256 | TokenAlgorithm::Eddsa)) => {
+            let algorithm = match algorithm {
+                TokenAlgorithm::Rs256 => KeyAlgorithm::RS256,
+                _ => KeyAlgorithm::EdDSA,
+            };
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            SigningKey::from_pem(kid, algorithm, &pem)?
+        }
+        _ => anyhow::bail!(
+            "--algorithm hs256 takes --secret-file; rs256 and eddsa take --private-key-file"
+        ),
+    };
+    let mut claims = fanfare_auth::Claims::new(args.sub, args.aud, args.ttl);
+    claims.iss = args.iss;
+    if !args.videos.is_empty() {
+        for pattern in &args.videos {
+            fanfare_auth::VideoPattern::parse(pattern)
+                .map_err(|message| anyhow::anyhow!("--videos: {message}"))?;
+        }
+        claims.videos = Some(args.videos);
+    }
+    if !args.actions.is_empty() {
+        for action in &args.actions {
+            action
+                .parse::<fanfare_auth::Action>()
+                .map_err(|message| anyhow::anyhow!("--actions: {message}"))?;
+        }
+        claims.actions = Some(args.actions);
+    }
+    println!("{}", fanfare_auth::mint(&key, &claims)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -721,6 +836,13 @@ async fn up(
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
     let topology = Topology::load(topology_path)?;
+    if !topology.auth.is_on() {
+        eprintln!(
+            "fanfare up: WARNING: authentication is OFF in {}: anyone can publish likes and \
+             comments as any user. For anything but local testing, configure [auth] keys.",
+            topology_path.display()
+        );
+    }
     let project_root = std::env::current_dir().context("reading the current directory")?;
     let env_nats = std::env::var("NATS_SERVER_BIN").ok();
     let nats_server = fanfare_supervisor::find_nats_server(

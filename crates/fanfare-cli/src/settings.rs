@@ -73,6 +73,19 @@ mod tests {
     }
 
     #[test]
+    fn authentication_can_be_turned_off_from_the_environment() {
+        let file = write("name = \"fe1\"\n");
+        let settings: fanfare_frontend::Settings =
+            load(file.path(), "FANFARE_FRONTEND", HashMap::new()).unwrap();
+        assert!(settings.auth.is_on(), "on unless configured otherwise");
+        let env = HashMap::from([("FANFARE_FRONTEND__AUTH__MODE".to_owned(), "off".to_owned())]);
+        let settings: fanfare_frontend::Settings =
+            load(file.path(), "FANFARE_FRONTEND", env).unwrap();
+        assert!(!settings.auth.is_on());
+        assert_eq!(settings.validate(), Ok(()));
+    }
+
+    #[test]
     fn unknown_fields_are_errors_naming_the_file() {
         let file = write("name = \"fe1\"\nlisen = \"127.0.0.1:8000\"\n");
         let error =

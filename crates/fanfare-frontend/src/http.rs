@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fanfare_auth::Action;
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
     sse, unix_millis, Comment, CommentRequest, Interaction, InvalidBody, LikeRequest, MessageId,
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth;
 use crate::ingest::{PendingLike, QueueError};
 use crate::limits::ClientAddr;
 use crate::problem::ApiError;
@@ -71,6 +73,13 @@ async fn open_stream(
     if !accepts_event_stream(&headers) {
         return Err(ApiError::NotAcceptable);
     }
+    // Checked on every open, a resume (Last-Event-ID) included.
+    shared.auth.viewer(
+        &video,
+        headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        query.access_token.as_deref(),
+        headers.get(header::COOKIE).map(|v| v.as_bytes()),
+    )?;
     // The header (what a browser's EventSource sends on reconnect) wins over the query
     // parameter (what a page can set on a fresh EventSource).
     let last_event_id = headers
@@ -107,6 +116,8 @@ fn video_of(path: Result<Path<String>, PathRejection>) -> Result<VideoId, ApiErr
 #[derive(serde::Deserialize)]
 struct StreamQuery {
     last_event_id: Option<String>,
+    /// A viewer token for a private video (`access_token=`); never logged.
+    access_token: Option<String>,
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -186,12 +197,16 @@ async fn publish_like(
     let outcome = async {
         let video = video_of(video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
+        // Before the body is read: nothing of a refused request is stored.
+        let grant = shared.auth.publisher(&headers, &video, Action::Like)?;
         let body = read_json(&headers, body, shared.settings.max_body_bytes).await?;
         let request = LikeRequest::decode(&body)?;
-        // Once the user is known, before anything goes to NATS.
+        let user_id = auth::user_id(grant, request.user_id)?;
+        // Once the user is known (the token's subject with auth on), before anything goes to
+        // NATS.
         shared
             .publish_limits
-            .admit(PublishKind::Like, &request.user_id, client)?;
+            .admit(PublishKind::Like, &user_id, client)?;
         let (reply, stored) = oneshot::channel();
         let pending = PendingLike {
             video: video.clone(),
@@ -238,6 +253,7 @@ async fn publish_comment(
     let outcome = async {
         let video = video_of(video_id)?;
         spans::record_video(&tracing::Span::current(), video.as_str());
+        let grant = shared.auth.publisher(&headers, &video, Action::Comment)?;
         let body = read_json(&headers, body, shared.settings.max_body_bytes).await?;
         // The model bounds every comment; a frontend may be configured to take shorter ones.
         let max_chars = shared.settings.limits.max_comment_chars;
@@ -245,13 +261,14 @@ async fn publish_comment(
             InvalidBody::TextTooLong => ApiError::CommentTooLong { limit: max_chars },
             other => other.into(),
         })?;
+        let user_id = auth::user_id(grant, request.user_id)?;
         if request.text.chars().count() > max_chars {
             return Err(ApiError::CommentTooLong { limit: max_chars });
         }
         // Once the user is known, before anything goes to NATS.
         shared
             .publish_limits
-            .admit(PublishKind::Comment, &request.user_id, client)?;
+            .admit(PublishKind::Comment, &user_id, client)?;
         // A publisher that retries with the same Idempotency-Key (within the origin stream's
         // duplicate window) gets its comment stored once.
         let comment_id = match headers.get("idempotency-key") {
@@ -261,7 +278,7 @@ async fn publish_comment(
         let comment = Comment {
             video_id: video.clone(),
             comment_id: comment_id.to_string(),
-            user_id: request.user_id,
+            user_id,
             text: request.text,
             origin_dc: shared.settings.dc.clone(),
             published_at: unix_millis(),

@@ -7,11 +7,13 @@
 //! already delivered and hands the rest, encoded once, to every viewer of the video
 //! ([`viewer`]).
 //!
-//! Data path out: `POST .../likes` and `.../comments` are validated, stored in the
+//! Data path out: `POST .../likes` and `.../comments` are authenticated ([`auth`]: the
+//! bearer token's subject is the user), validated, stored in the
 //! datacenter's origin stream (likes by group commit, [`ingest`]) and answered 202 once stored.
 //!
 //! [`run`] is what `fanfare frontend` calls; tests call it too.
 
+mod auth;
 mod history;
 mod http;
 mod hub;
@@ -49,6 +51,8 @@ pub enum FrontendError {
     Nats(#[from] FabricError),
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up authentication")]
+    Auth(#[from] fanfare_auth::AuthConfigError),
 }
 
 /// State every request handler shares.
@@ -59,6 +63,8 @@ pub(crate) struct Shared {
     hub: Arc<Hub>,
     history: history::History,
     likes: LikeQueue,
+    /// Verifies publishers' and private videos' viewers' tokens (a no-op when auth is off).
+    auth: auth::Gate,
     interest: InterestKeeper,
     /// Rate limits of likes and comments, per user and per client address.
     publish_limits: limits::PublishLimits,
@@ -97,6 +103,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), FrontendError> {
+    // Keys are read before anything connects: a bad key file stops the start-up.
+    let verifier = fanfare_auth::Verifier::from_settings(&settings.auth)?;
+    if verifier.is_none() {
+        tracing::warn!(
+            "authentication is OFF: anyone can publish likes and comments as any user; \
+             configure [auth] keys for anything but local testing"
+        );
+    }
     let mut registry = fanfare_telemetry::node_registry(&settings.dc, &settings.name);
     let metrics = FrontendMetrics::register(&mut registry);
     let client = fanfare_fabric::connect(&settings.nats, &settings.name).await?;
@@ -149,6 +163,7 @@ pub async fn run(
         hub,
         history,
         likes,
+        auth: auth::Gate::new(verifier, metrics.clone()),
         interest,
         publish_limits,
         metrics,

@@ -114,12 +114,16 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// What a viewer stream request asks for.
+/// What a viewer stream request asks for. Holds a token (header, query or cookie) for a
+/// private video: not `Debug`, and never logged.
 struct StreamRequest {
     video: String,
     query_last_event_id: Option<String>,
     header_last_event_id: Option<Vec<u8>>,
     accept: Option<Vec<u8>>,
+    authorization: Option<Vec<u8>>,
+    query_access_token: Option<String>,
+    cookie: Option<Vec<u8>>,
 }
 
 /// Serves one connection, holding its `slot` until it closes.
@@ -321,6 +325,8 @@ fn stream_request(head: &[u8]) -> Option<StreamRequest> {
     }
     let mut header_last_event_id = None;
     let mut accept = None;
+    let mut authorization = None;
+    let mut cookie = None;
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length")
@@ -332,18 +338,27 @@ fn stream_request(head: &[u8]) -> Option<StreamRequest> {
             header_last_event_id = Some(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("accept") {
             accept = Some(header.value.to_vec());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(header.value.to_vec());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            cookie = Some(header.value.to_vec());
         }
     }
-    let query_last_event_id = query.and_then(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == "last_event_id")
-            .map(|(_, value)| value.into_owned())
-    });
+    let query_value = |wanted: &str| {
+        query.and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == wanted)
+                .map(|(_, value)| value.into_owned())
+        })
+    };
     Some(StreamRequest {
         video: percent_decode(video)?,
-        query_last_event_id,
+        query_last_event_id: query_value("last_event_id"),
         header_last_event_id,
         accept,
+        authorization,
+        query_access_token: query_value(crate::auth::TOKEN_QUERY_PARAM),
+        cookie,
     })
 }
 
@@ -356,7 +371,9 @@ fn percent_decode(raw: &str) -> Option<String> {
 
 /// Opens the viewer's stream and writes it until the viewer leaves or the stream ends.
 async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc<Shared>) {
-    let opened = open(&request);
+    let opened = open(&request, &shared.auth);
+    // The token is checked; drop it (and the rest of the request) before streaming for hours.
+    drop(request);
     let (video, resume_from) = match opened {
         Ok(opened) => opened,
         Err(error) => {
@@ -482,7 +499,10 @@ async fn write_buf<B: Buf>(stream: &mut TcpStream, buf: &mut B) -> io::Result<()
 }
 
 /// The checks the router's handler makes, on the raw request.
-fn open(request: &StreamRequest) -> Result<(VideoId, Option<Position>), ApiError> {
+fn open(
+    request: &StreamRequest,
+    auth: &crate::auth::Gate,
+) -> Result<(VideoId, Option<Position>), ApiError> {
     let video = VideoId::parse(&request.video)?;
     if let Some(accept) = &request.accept {
         let accept = std::str::from_utf8(accept).map_err(|_| ApiError::NotAcceptable)?;
@@ -490,6 +510,13 @@ fn open(request: &StreamRequest) -> Result<(VideoId, Option<Position>), ApiError
             return Err(ApiError::NotAcceptable);
         }
     }
+    // Checked on every open, a resume (Last-Event-ID) included.
+    auth.viewer(
+        &video,
+        request.authorization.as_deref(),
+        request.query_access_token.as_deref(),
+        request.cookie.as_deref(),
+    )?;
     // The header (what a browser's EventSource sends on reconnect) wins over the query
     // parameter (what a page can set on a fresh EventSource).
     let last_event_id = match &request.header_last_event_id {
@@ -514,11 +541,17 @@ async fn write_problem(stream: &mut TcpStream, error: ApiError) {
         .and_then(|value| value.to_str().ok())
         .map(|value| format!("retry-after: {value}\r\n"))
         .unwrap_or_default();
+    let challenge = response
+        .headers()
+        .get(axum::http::header::WWW_AUTHENTICATE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| format!("www-authenticate: {value}\r\n"))
+        .unwrap_or_default();
     let body = axum::body::to_bytes(response.into_body(), MAX_PROBLEM_BODY)
         .await
         .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n{retry_after}connection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n{retry_after}{challenge}connection: close\r\n\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -594,10 +627,13 @@ mod tests {
 
     #[test]
     fn viewer_requests_are_recognised_and_everything_else_is_not() {
-        let head = b"GET /v1/videos/talk-1/events?last_event_id=dc1%3A3 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: dc1:4\r\n\r\n";
+        let head = b"GET /v1/videos/talk-1/events?last_event_id=dc1%3A3&access_token=t.o.k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: dc1:4\r\nAuthorization: Bearer a.b.c\r\nCookie: fanfare_token=c.o.k\r\n\r\n";
         let request = stream_request(head).expect("a viewer request");
         assert_eq!(request.video, "talk-1");
         assert_eq!(request.query_last_event_id.as_deref(), Some("dc1:3"));
+        assert_eq!(request.query_access_token.as_deref(), Some("t.o.k"));
+        assert_eq!(request.authorization.as_deref(), Some(&b"Bearer a.b.c"[..]));
+        assert_eq!(request.cookie.as_deref(), Some(&b"fanfare_token=c.o.k"[..]));
         assert_eq!(request.header_last_event_id.as_deref(), Some(&b"dc1:4"[..]));
         assert_eq!(request.accept.as_deref(), Some(&b"text/event-stream"[..]));
 

@@ -30,6 +30,11 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A missing or invalid token (401), or a valid one outside its scope (403).
+    #[error(transparent)]
+    Auth(#[from] fanfare_auth::AuthError),
+    #[error("the body's user_id differs from the token's subject: leave it out, or send the token's subject")]
+    UserMismatch,
     #[error("text must be 1 to {limit} characters")]
     CommentTooLong { limit: usize },
     #[error("{}; retry in {retry_after_secs} s", rate_limited_what(*limit))]
@@ -133,6 +138,15 @@ impl ApiError {
                 "header-too-large",
                 "Request header too large",
             ),
+            ApiError::Auth(error) if error.is_forbidden() => {
+                (StatusCode::FORBIDDEN, error.slug(), error.title())
+            }
+            ApiError::Auth(error) => (StatusCode::UNAUTHORIZED, error.slug(), error.title()),
+            ApiError::UserMismatch => (
+                StatusCode::FORBIDDEN,
+                "user-id-mismatch",
+                "User id differs from the token",
+            ),
         }
     }
 
@@ -176,6 +190,11 @@ impl IntoResponse for ApiError {
             ApiError::TooManyConnections => Some(HeaderValue::from_static("1")),
             _ => None,
         };
+        // RFC 6750 §3: tell the client how to authenticate, and what was wrong.
+        let challenge = match &self {
+            ApiError::Auth(error) => HeaderValue::from_str(&error.challenge()).ok(),
+            _ => None,
+        };
         let problem = Problem {
             kind: format!("urn:fanfare:problem:{slug}"),
             title,
@@ -188,6 +207,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT

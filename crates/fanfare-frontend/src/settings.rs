@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fanfare_auth::AuthSettings;
 use fanfare_fabric::NatsSettings;
 use fanfare_telemetry::TelemetrySettings;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,9 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Rate limits, connection caps, sizes and timeouts (`[limits]`).
     pub limits: LimitSettings,
+    /// Who may publish and watch private videos (`[auth]`); on by default, so a config
+    /// without keys must say `mode = "off"` to start.
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -70,6 +74,7 @@ impl Default for Settings {
             like_commits_in_flight: 1,
             telemetry: TelemetrySettings::default(),
             limits: LimitSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -104,6 +109,9 @@ impl Settings {
             return Err("nats.urls: at least one url is required".to_owned());
         }
         self.limits.validate()?;
+        if let Some(problem) = self.auth.check().first() {
+            return Err(problem.to_string());
+        }
         self.telemetry.validate()
     }
 }
@@ -114,7 +122,10 @@ mod tests {
 
     #[test]
     fn names_that_could_inject_into_a_subject_are_refused() {
-        let mut settings = Settings::default();
+        let mut settings = Settings {
+            auth: AuthSettings::off(),
+            ..Settings::default()
+        };
         settings.nats.urls = vec!["nats://127.0.0.1:4222".to_owned()];
         assert_eq!(settings.validate(), Ok(()));
         for bad in ["fe.1", "fe*", ">", "fe 1", "fe\n1", ""] {
@@ -135,5 +146,32 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_config_without_keys_must_turn_auth_off_explicitly() {
+        let settings = Settings::default();
+        let problem = settings.validate().expect_err("auth on without keys");
+        assert!(problem.starts_with("auth.keys: "), "{problem}");
+        assert!(problem.contains("mode = \"off\""), "{problem}");
+        let off = Settings {
+            auth: AuthSettings::off(),
+            ..Settings::default()
+        };
+        assert_eq!(off.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_auth_section_parses_from_the_config_file() {
+        let settings: Settings = toml::from_str(
+            "[auth]\naudience = \"live\"\nleeway = \"10s\"\nprivate_videos = [\"vip-*\"]\n\
+             [[auth.keys]]\nkid = \"k1\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"/k.pem\"\n",
+        )
+        .expect("parses");
+        assert!(settings.auth.is_on());
+        assert_eq!(settings.auth.audience, "live");
+        assert_eq!(settings.auth.leeway, Duration::from_secs(10));
+        assert_eq!(settings.auth.keys[0].kid, "k1");
+        assert_eq!(settings.validate(), Ok(()));
     }
 }

@@ -12,18 +12,21 @@ pub const USER_ID_MAX_LEN: usize = 128;
 /// Longest accepted comment, in characters.
 pub const COMMENT_TEXT_MAX_CHARS: usize = 2000;
 
-/// Body of `POST /v1/videos/{id}/likes`.
+/// Body of `POST /v1/videos/{id}/likes`. `user_id` is required with authentication off;
+/// with it on, the token's subject is the user and `user_id`, if given, must equal it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LikeRequest {
-    pub user_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
-/// Body of `POST /v1/videos/{id}/comments`.
+/// Body of `POST /v1/videos/{id}/comments`; `user_id` as for [`LikeRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
-    pub user_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
     pub text: String,
 }
 
@@ -58,7 +61,9 @@ impl LikeRequest {
     /// request that may be published or an [`InvalidBody`], never a panic.
     pub fn decode(body: &[u8]) -> Result<Self, InvalidBody> {
         let request: Self = decode_json(body)?;
-        check_user_id(&request.user_id)?;
+        if let Some(user_id) = &request.user_id {
+            check_user_id(user_id)?;
+        }
         Ok(request)
     }
 }
@@ -67,7 +72,9 @@ impl CommentRequest {
     /// Parses and checks a comment body; see [`LikeRequest::decode`] and [`check_comment_text`].
     pub fn decode(body: &[u8]) -> Result<Self, InvalidBody> {
         let request: Self = decode_json(body)?;
-        check_user_id(&request.user_id)?;
+        if let Some(user_id) = &request.user_id {
+            check_user_id(user_id)?;
+        }
         check_comment_text(&request.text)?;
         Ok(request)
     }
@@ -297,8 +304,9 @@ mod tests {
         assert_eq!(
             LikeRequest::decode(b" \r\n\t{\"user_id\":\"u\"} \n")
                 .unwrap()
-                .user_id,
-            "u"
+                .user_id
+                .as_deref(),
+            Some("u")
         );
     }
 

@@ -55,30 +55,41 @@ fn key() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The contract's `user_id`: optional (absent or null; with authentication on the token names
+/// the user), else a string of 1 to 128 bytes without control characters. `Err` when the body
+/// must be refused.
+fn expected_user(object: &serde_json::Map<String, Value>) -> Result<Option<String>, ()> {
+    match object.get("user_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(user_id)) => {
+            check_user_id(user_id).map_err(|_| ())?;
+            Ok(Some(user_id.clone()))
+        }
+        Some(_) => Err(()),
+    }
+}
+
 /// What the contract says about a body, written independently of the decoder.
-fn expected_comment(value: &Value) -> Option<(String, String)> {
+fn expected_comment(value: &Value) -> Option<(Option<String>, String)> {
     let object = value.as_object()?;
-    if object.len() != 2 {
+    if object.keys().any(|key| key != "user_id" && key != "text") {
         return None;
     }
-    let user_id = object.get("user_id")?.as_str()?;
+    let user_id = expected_user(object).ok()?;
     let text = object.get("text")?.as_str()?;
-    let user_ok = (1..=128).contains(&user_id.len()) && !user_id.chars().any(char::is_control);
     let text_ok = (1..=COMMENT_TEXT_MAX_CHARS).contains(&text.chars().count())
         && !text
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
-    (user_ok && text_ok).then(|| (user_id.to_owned(), text.to_owned()))
+    text_ok.then(|| (user_id, text.to_owned()))
 }
 
-fn expected_like(value: &Value) -> Option<String> {
+fn expected_like(value: &Value) -> Option<Option<String>> {
     let object = value.as_object()?;
-    if object.len() != 1 {
+    if object.keys().any(|key| key != "user_id") {
         return None;
     }
-    let user_id = object.get("user_id")?.as_str()?;
-    check_user_id(user_id).ok()?;
-    Some(user_id.to_owned())
+    expected_user(object).ok()
 }
 
 proptest! {
@@ -104,11 +115,11 @@ proptest! {
             prop_assert_eq!(like, Err(InvalidBody::NotUtf8));
         } else {
             if let Ok(request) = comment {
-                prop_assert!(check_user_id(&request.user_id).is_ok());
+                prop_assert!(request.user_id.iter().all(|user| check_user_id(user).is_ok()));
                 prop_assert!(check_comment_text(&request.text).is_ok());
             }
             if let Ok(request) = like {
-                prop_assert!(check_user_id(&request.user_id).is_ok());
+                prop_assert!(request.user_id.iter().all(|user| check_user_id(user).is_ok()));
             }
         }
     }

@@ -84,14 +84,17 @@ pub struct UpOptions {
     pub nats_server: PathBuf,
     /// The `fanfare` binary that runs dispatchers and frontends.
     pub fanfare_bin: PathBuf,
-    /// Settings every frontend starts from; name, dc, address, NATS urls and the interest TTL
-    /// come from the topology.
+    /// Settings every frontend starts from; name, dc, address, NATS urls, the interest TTL
+    /// and `[auth]` come from the topology.
     pub frontend: fanfare_frontend::Settings,
     /// Settings every dispatcher starts from, filled in the same way.
     pub dispatcher: fanfare_dispatcher::Settings,
     pub dispatch: DispatchTuning,
     /// Print every child's output on stdout, each line prefixed with the node name.
     pub echo_logs: bool,
+    /// Environment variables set for every dispatcher and frontend (e.g. `RUST_LOG`), on top
+    /// of the supervisor's own.
+    pub node_env: Vec<(String, String)>,
     /// Where the NATS servers' internal gateway ports (behind the link proxies) are taken
     /// from: counting up from this port, or any free port when `None`.
     pub internal_ports_from: Option<u16>,
@@ -107,6 +110,7 @@ impl UpOptions {
             dispatcher: fanfare_dispatcher::Settings::default(),
             dispatch: DispatchTuning::default(),
             echo_logs: false,
+            node_env: Vec::new(),
             internal_ports_from: None,
         }
     }
@@ -167,6 +171,8 @@ pub struct Running {
     echo_logs: bool,
     /// Credentials and TLS files of this run (under `<run_dir>/secrets`).
     secrets: NatsSecrets,
+    /// Set for dispatchers and frontends (see [`UpOptions::node_env`]).
+    node_env: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +206,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
         exits_sender,
         echo_logs: options.echo_logs,
         secrets: NatsSecrets::prepare(topology, &run_dir.join("secrets"))?,
+        node_env: options.node_env.clone(),
     };
 
     match &running.secrets.credentials {
@@ -256,6 +263,7 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             if topology.settings.frontend_limits == fanfare_topology::FrontendLimits::Unthrottled {
                 settings.limits = fanfare_frontend::LimitSettings::unthrottled();
             }
+            settings.auth = topology.auth.clone();
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
         }
@@ -510,11 +518,16 @@ impl Running {
         args: &[String],
     ) -> Result<(), SupervisorError> {
         let log_path = self.run_dir.join("logs").join(format!("{name}.log"));
+        let env: &[(String, String)] = if kind == NodeKind::Nats {
+            &[]
+        } else {
+            &self.node_env
+        };
+        let launch = process::Launch { program, args, env };
         let child = Child::spawn(
             name,
             kind,
-            program,
-            args,
+            launch,
             &log_path,
             self.echo_logs,
             self.exits_sender.clone(),
@@ -791,6 +804,11 @@ impl Running {
                 last.url(),
                 last.url()
             ));
+            if self.topology.auth.is_on() {
+                out.push_str(
+                    "(authentication is on: publish with -H \"authorization: Bearer $(fanfare token ...)\")\n",
+                );
+            }
         }
         out
     }

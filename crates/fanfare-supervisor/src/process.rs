@@ -46,19 +46,26 @@ pub(crate) struct Child {
     exited: watch::Receiver<Option<String>>,
 }
 
+/// What to run: program, arguments, and variables added to the inherited environment.
+pub(crate) struct Launch<'a> {
+    pub(crate) program: &'a Path,
+    pub(crate) args: &'a [String],
+    pub(crate) env: &'a [(String, String)],
+}
+
 impl Child {
     pub(crate) fn spawn(
         name: &str,
         kind: NodeKind,
-        program: &Path,
-        args: &[String],
+        launch: Launch<'_>,
         log_path: &Path,
         echo: bool,
         exits: mpsc::UnboundedSender<ChildExit>,
     ) -> std::io::Result<Self> {
-        let mut command = tokio::process::Command::new(program);
+        let mut command = tokio::process::Command::new(launch.program);
         command
-            .args(args)
+            .args(launch.args)
+            .envs(launch.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -79,6 +79,22 @@ struct LimitLabels {
     limit: Limit,
 }
 
+/// What a request refused by authentication asked for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AuthRequest {
+    /// A like or comment.
+    Publish,
+    /// A private video's stream.
+    View,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthRefusedLabels {
+    request: AuthRequest,
+    /// The problem slug (`token-expired`, ...): a fixed, small set.
+    reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PublishLabels {
     kind: PublishKind,
@@ -102,6 +118,7 @@ pub struct FrontendMetrics {
     replay_resets: Counter,
     history_errors: Counter,
     publish: Family<PublishLabels, Counter>,
+    auth_refused: Family<AuthRefusedLabels, Counter>,
     publish_seconds: Histogram,
     likes_per_commit: Histogram,
     limited: Family<LimitLabels, Counter>,
@@ -124,6 +141,7 @@ impl FrontendMetrics {
             replay_resets: Counter::default(),
             history_errors: Counter::default(),
             publish: Family::default(),
+            auth_refused: Family::default(),
             publish_seconds: Histogram::new([
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
@@ -196,6 +214,11 @@ impl FrontendMetrics {
             "publish",
             "Publish requests by kind and outcome",
             metrics.publish.clone(),
+        );
+        prefix.register(
+            "auth_refused",
+            "Requests refused by authentication, by request and reason",
+            metrics.auth_refused.clone(),
         );
         prefix.register(
             "publish_seconds",
@@ -283,6 +306,18 @@ impl FrontendMetrics {
 
     pub fn likes_committed(&self, likes_in_message: u64) {
         self.likes_per_commit.observe(likes_in_message as f64);
+    }
+
+    /// A request refused by authentication; `reason` is the problem slug. Logged at debug
+    /// only (clients can cause any number of these), and never with the token.
+    pub fn auth_refused(&self, request: AuthRequest, reason: &'static str) {
+        self.auth_refused
+            .get_or_create(&AuthRefusedLabels {
+                request,
+                reason: reason.to_owned(),
+            })
+            .inc();
+        tracing::debug!(?request, reason, "request refused by authentication");
     }
 
     pub fn publish_failed(&self, error: &dyn std::error::Error) {

@@ -17,7 +17,7 @@ pub mod spans;
 mod traces;
 
 pub use dispatcher::DispatcherMetrics;
-pub use frontend::{FrontendMetrics, Limit, PublishKind, PublishOutcome};
+pub use frontend::{AuthRequest, FrontendMetrics, Limit, PublishKind, PublishOutcome};
 pub use logs::{init_logs, init_node_telemetry};
 pub use traces::{enabled, NodeIdentity, TelemetrySettings, TracesError, TracesGuard};
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use fanfare_auth::AuthSettings;
 use fanfare_supervisor::{Running, UpOptions};
 use fanfare_topology::{DcShape, Settings, Topology};
 
@@ -50,6 +51,8 @@ pub fn fanfare_bin() -> anyhow::Result<PathBuf> {
 pub struct ClusterBuilder {
     datacenters: Vec<(String, DcShape)>,
     settings: Settings,
+    /// Authentication of every frontend: off unless a test hands keys to [`ClusterBuilder::auth`].
+    auth: AuthSettings,
     /// Applied to the node options of every start attempt.
     options: Box<dyn Fn(&mut UpOptions) + Send + Sync>,
 }
@@ -63,6 +66,13 @@ impl ClusterBuilder {
     /// Adjusts topology settings (partitions, interest TTL, ...).
     pub fn settings(mut self, adjust: impl FnOnce(&mut Settings)) -> Self {
         adjust(&mut self.settings);
+        self
+    }
+
+    /// Runs every frontend with this `[auth]` (keys, audience, private videos), through the
+    /// topology file as `fanfare up` would.
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -93,7 +103,9 @@ impl ClusterBuilder {
 
     async fn start_once(&self) -> anyhow::Result<Cluster> {
         let ports = PortBlock::acquire()?;
-        let mut builder = Topology::builder().settings(self.settings.clone());
+        let mut builder = Topology::builder()
+            .settings(self.settings.clone())
+            .auth(self.auth.clone());
         for (name, shape) in &self.datacenters {
             builder = builder.dc(name.clone(), *shape);
         }
@@ -153,6 +165,7 @@ impl Cluster {
                 partitions: 4,
                 ..Settings::default()
             },
+            auth: AuthSettings::off(),
             options: Box::new(|_| {}),
         }
     }
@@ -194,6 +207,27 @@ impl Cluster {
             }
         }
         panic!("no dispatcher or frontend {node}")
+    }
+
+    /// Everything node `node` has logged so far (its stdout and stderr, as the supervisor
+    /// writes them to the run directory).
+    pub fn node_log(&self, node: &str) -> anyhow::Result<String> {
+        let path = self
+            .running()
+            .run_dir()
+            .join("logs")
+            .join(format!("{node}.log"));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// The config file the supervisor wrote for node `node`.
+    pub fn node_config(&self, node: &str) -> anyhow::Result<String> {
+        let path = self
+            .running()
+            .run_dir()
+            .join("nodes")
+            .join(format!("{node}.toml"));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     pub fn dispatchers(&self, dc: &str) -> Vec<String> {

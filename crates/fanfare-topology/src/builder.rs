@@ -26,6 +26,7 @@ pub struct DcShape {
 pub struct TopologyBuilder {
     dcs: Vec<(String, DcShape)>,
     settings: Settings,
+    auth: fanfare_auth::AuthSettings,
 }
 
 impl TopologyBuilder {
@@ -41,6 +42,13 @@ impl TopologyBuilder {
 
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
+        self
+    }
+
+    /// Authentication of every frontend. The default is on, which needs keys: a caller
+    /// without keys says `AuthSettings::off()` explicitly.
+    pub fn auth(mut self, auth: fanfare_auth::AuthSettings) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -81,6 +89,7 @@ impl TopologyBuilder {
     ) -> Result<Topology, TopologyError> {
         let mut raw = RawFile {
             settings: self.settings,
+            auth: self.auth,
             ..RawFile::default()
         };
         let loopback = Ipv4Addr::LOCALHOST;
@@ -164,6 +173,7 @@ mod tests {
     #[test]
     fn builder_names_nodes_after_their_datacenter_and_kind() {
         let t = Topology::builder()
+            .auth(fanfare_auth::AuthSettings::off())
             .dc("dc1", shape(1, 2, 2))
             .dc("dc2", shape(3, 1, 1))
             .build_with_free_ports()
@@ -196,6 +206,7 @@ mod tests {
     #[test]
     fn builder_assigns_distinct_bindable_loopback_ports() {
         let t = Topology::builder()
+            .auth(fanfare_auth::AuthSettings::off())
             .dc("dc1", shape(3, 2, 2))
             .dc("dc2", shape(3, 2, 2))
             .build_with_free_ports()
@@ -236,12 +247,32 @@ mod tests {
         let t = Topology::builder()
             .dc("dc1", shape(1, 1, 1))
             .settings(settings.clone())
+            .auth(fanfare_auth::AuthSettings::off())
             .build_with_free_ports()
             .expect("build");
         assert_eq!(t.settings, settings);
         let back = Topology::from_toml_str(&t.to_toml_string(), "<string>").expect("reparse");
         assert_eq!(back.datacenters, t.datacenters);
         assert_eq!(back.settings, t.settings);
+        assert_eq!(back.auth, t.auth);
+    }
+
+    #[test]
+    fn builder_writes_its_auth_keys_into_the_toml() {
+        let auth = fanfare_auth::AuthSettings {
+            private_videos: vec!["vip-*".to_owned()],
+            keys: vec![fanfare_auth::KeySettings::hs256_file("k1", "/keys/k1")],
+            ..fanfare_auth::AuthSettings::default()
+        };
+        let t = Topology::builder()
+            .dc("dc1", shape(1, 1, 1))
+            .auth(auth.clone())
+            .build_with_free_ports()
+            .expect("build");
+        let text = t.to_toml_string();
+        assert!(text.contains("[[auth.keys]]"), "{text}");
+        let back = Topology::from_toml_str(&text, "<string>").expect("reparse");
+        assert_eq!(back.auth, auth);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub(crate) struct RawFile {
     pub(crate) dispatcher: Vec<RawDispatcher>,
     #[serde(default)]
     pub(crate) frontend: Vec<RawFrontend>,
+    /// Authentication every frontend runs with; on (and so needing keys) unless the file
+    /// says `[auth] mode = "off"`.
+    #[serde(default)]
+    pub(crate) auth: fanfare_auth::AuthSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +205,12 @@ fn parse_addr(field: &str, text: &str, problems: &mut Vec<Problem>) -> Option<So
 pub(crate) fn validate(raw: RawFile, source: &str) -> Result<Topology, TopologyError> {
     let mut problems = Vec::new();
     check_settings(&raw.settings, &mut problems);
+    for problem in raw.auth.check() {
+        problems.push(Problem::new(
+            format!("auth.{}", problem.field),
+            problem.message,
+        ));
+    }
 
     // Datacenters: name -> index of first definition.
     if raw.datacenter.is_empty() {
@@ -401,6 +411,7 @@ pub(crate) fn validate(raw: RawFile, source: &str) -> Result<Topology, TopologyE
     Ok(Topology {
         source: source.to_owned(),
         settings: raw.settings,
+        auth: raw.auth,
         datacenters,
     })
 }
@@ -431,6 +442,14 @@ pub(crate) fn to_toml(t: &Topology) -> String {
         let _ = writeln!(out, "credentials_dir = {}", q(&dir.display().to_string()));
     }
     let _ = writeln!(out, "tls = {}", s.nats.tls);
+    // The [auth] table (with its [[auth.keys]]) as serde writes it.
+    #[derive(serde::Serialize)]
+    struct AuthTable<'a> {
+        auth: &'a fanfare_auth::AuthSettings,
+    }
+    if let Ok(auth) = toml::to_string(&AuthTable { auth: &t.auth }) {
+        let _ = write!(out, "\n{auth}");
+    }
     for dc in &t.datacenters {
         let _ = writeln!(out, "\n[[datacenter]]\nname = {}", q(&dc.name));
     }

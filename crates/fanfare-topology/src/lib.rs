@@ -27,6 +27,9 @@ mod security;
 pub(crate) mod fixtures {
     /// One valid datacenter (one of each node); tests append or replace parts of it.
     pub(crate) const ONE_DC: &str = r#"
+[auth]
+mode = "off"
+
 [[datacenter]]
 name = "dc1"
 
@@ -75,6 +78,9 @@ pub struct Topology {
     /// Where the topology came from: a file path, `"<string>"` or `"<generated>"`.
     pub source: String,
     pub settings: Settings,
+    /// `[auth]`: what every frontend authenticates with (on unless the file says
+    /// `mode = "off"`; key file paths relative to the topology file's folder).
+    pub auth: fanfare_auth::AuthSettings,
     pub datacenters: Vec<Datacenter>,
 }
 
@@ -224,7 +230,12 @@ impl Topology {
             path: path.to_path_buf(),
             source,
         })?;
-        Topology::from_toml_str(&text, &path.display().to_string())
+        let mut topology = Topology::from_toml_str(&text, &path.display().to_string())?;
+        // Frontends run elsewhere (a run directory): their key files are named from here.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        topology.auth.resolve_paths(&base);
+        Ok(topology)
     }
 
     /// Parses and validates topology text; `source` names it in errors.
@@ -440,6 +451,34 @@ mod tests {
     }
 
     #[test]
+    fn load_makes_key_files_relative_to_the_topology_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.toml");
+        let text = crate::fixtures::ONE_DC.replace(
+            "[auth]\nmode = \"off\"",
+            "[auth]\n[[auth.keys]]\nkid = \"k1\"\nalgorithm = \"HS256\"\nsecret_file = \"keys/k1\"",
+        );
+        std::fs::write(&path, text).expect("write");
+        let t = Topology::load(&path).expect("load");
+        assert!(t.auth.is_on());
+        let secret = t.auth.keys[0].secret_file.clone().expect("a secret file");
+        assert!(secret.is_absolute(), "{}", secret.display());
+        assert!(secret.ends_with("keys/k1"), "{}", secret.display());
+    }
+
+    #[test]
+    fn a_file_without_auth_must_configure_keys_or_turn_auth_off() {
+        let text = crate::fixtures::ONE_DC.replace("[auth]\nmode = \"off\"", "");
+        let err = Topology::from_toml_str(&text, "t.toml").expect_err("auth on without keys");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("t.toml: auth.keys: authentication is on"),
+            "{msg}"
+        );
+        assert!(msg.contains("mode = \"off\""), "{msg}");
+    }
+
+    #[test]
     fn load_uses_the_path_as_source() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.toml");
@@ -458,6 +497,10 @@ mod tests {
     #[test]
     fn shipped_local_3dc_has_three_dcs_with_one_nats_two_dispatchers_two_frontends() {
         let t = shipped("local-3dc.toml");
+        assert!(
+            !t.auth.is_on(),
+            "the local topology runs with auth off, explicitly"
+        );
         let names: Vec<_> = t.datacenters.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["dc1", "dc2", "dc3"]);
         for (i, dc) in t.datacenters.iter().enumerate() {
@@ -487,6 +530,7 @@ mod tests {
     #[test]
     fn shipped_local_3dc_ha_has_three_nats_servers_per_dc_and_replicas_three() {
         let t = shipped("local-3dc-ha.toml");
+        assert!(!t.auth.is_on());
         assert_eq!(t.datacenters.len(), 3);
         assert_eq!(t.settings.replicas, 0);
         for (i, dc) in t.datacenters.iter().enumerate() {

@@ -366,6 +366,7 @@ mod tests {
     #[test]
     fn the_only_server_of_a_topology_runs_standalone() {
         let t = Topology::builder()
+            .auth(fanfare_auth::AuthSettings::off())
             .dc(
                 "dc1",
                 DcShape {
@@ -423,6 +424,7 @@ mod tests {
             ..Settings::default()
         };
         let t = Topology::builder()
+            .auth(fanfare_auth::AuthSettings::off())
             .dc(
                 "dc1",
                 DcShape {
@@ -544,6 +546,7 @@ mod tests {
     fn nats_server_accepts_every_rendered_config() {
         let bin = nats_server_bin().unwrap_or_else(|why| panic!("{why}"));
         let mut generated = Topology::builder()
+            .auth(fanfare_auth::AuthSettings::off())
             .dc(
                 "dc1",
                 DcShape {
