@@ -29,7 +29,9 @@ pub struct BenchReport {
     pub duplicated: u64,
     /// Received over the time from the first publish to the last receive.
     pub deliveries_per_sec: f64,
-    /// Received over the publish window only (what the server sustained while publishing).
+    /// Everything received divided by the publish window's length: equal to the offered rate
+    /// when all arrives, however long the drain took. Not what arrived during the window;
+    /// `deliveries_per_sec` is the delivered rate.
     pub deliveries_per_sec_publish_window: f64,
     pub latency_ms: Option<Percentiles>,
     pub freshness_ms: Option<Freshness>,
