@@ -80,16 +80,10 @@ async fn open_stream(
         query.access_token.as_deref(),
         headers.get(header::COOKIE).map(|v| v.as_bytes()),
     )?;
-    // The header (what a browser's EventSource sends on reconnect) wins over the query
-    // parameter (what a page can set on a fresh EventSource).
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|value| value.to_str().unwrap_or("\u{0}").to_owned())
-        .or(query.last_event_id);
-    let resume_from = match last_event_id {
-        Some(raw) => Some(raw.parse::<Position>()?),
-        None => None,
-    };
+    let resume_from = resume_position(
+        headers.get("last-event-id").map(|value| value.as_bytes()),
+        query.last_event_id.as_deref(),
+    )?;
     let stream = ViewerStream::open(shared.clone(), video, resume_from).await;
     let mut preamble = Vec::with_capacity(64);
     sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
@@ -103,6 +97,26 @@ async fn open_stream(
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Where a viewer resumes: the `Last-Event-ID` header (what a browser's EventSource sends on
+/// reconnect) wins over the `last_event_id` query parameter (what a page can set on a fresh
+/// EventSource). An empty id is no id (an empty header gives way to the query), as in SSE itself (an `id:` line without a value resets
+/// the last event id, and browsers then send no header): the stream starts from now instead of
+/// replaying everything retained. A malformed id is a 400.
+pub(crate) fn resume_position(
+    header: Option<&[u8]>,
+    query: Option<&str>,
+) -> Result<Option<Position>, ApiError> {
+    let raw = match header.filter(|raw| !raw.is_empty()) {
+        // Not UTF-8: refused like any other malformed position.
+        Some(raw) => std::str::from_utf8(raw).unwrap_or("\u{0}"),
+        None => query.unwrap_or(""),
+    };
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(raw.parse::<Position>()?))
 }
 
 /// The video id in the path. A segment that does not percent-decode to UTF-8 (`%FF`) is an
@@ -332,6 +346,35 @@ fn respond(
             spans::record_outcome(span, &outcome);
             shared.metrics.published(kind, outcome, seconds);
             Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_last_event_id_starts_from_now_and_a_malformed_one_is_refused() {
+        assert_eq!(resume_position(None, None).unwrap(), None);
+        assert_eq!(resume_position(Some(b""), None).unwrap(), None);
+        assert_eq!(resume_position(None, Some("")).unwrap(), None);
+        let header = resume_position(Some(b"dc1:4"), Some("dc1:3")).unwrap();
+        assert_eq!(header, Some("dc1:4".parse().unwrap()), "the header wins");
+        let query = resume_position(Some(b""), Some("dc1:3")).unwrap();
+        assert_eq!(
+            query,
+            Some("dc1:3".parse().unwrap()),
+            "an empty header gives way"
+        );
+        for bad in [&b"dc1"[..], b"dc1:x", b"\xff", b" dc1:1"] {
+            assert!(
+                matches!(
+                    resume_position(Some(bad), None),
+                    Err(ApiError::InvalidLastEventId(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 }

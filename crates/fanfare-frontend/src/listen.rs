@@ -521,16 +521,10 @@ fn open(
         request.query_access_token.as_deref(),
         request.cookie.as_deref(),
     )?;
-    // The header (what a browser's EventSource sends on reconnect) wins over the query
-    // parameter (what a page can set on a fresh EventSource).
-    let last_event_id = match &request.header_last_event_id {
-        Some(raw) => Some(String::from_utf8(raw.clone()).unwrap_or_else(|_| "\u{0}".to_owned())),
-        None => request.query_last_event_id.clone(),
-    };
-    let resume_from = match last_event_id {
-        Some(raw) => Some(raw.parse::<Position>()?),
-        None => None,
-    };
+    let resume_from = crate::http::resume_position(
+        request.header_last_event_id.as_deref(),
+        request.query_last_event_id.as_deref(),
+    )?;
     Ok((video, resume_from))
 }
 
