@@ -72,11 +72,6 @@ pub(crate) struct Shared {
     registry: Registry,
 }
 
-/// How often each video's likes received meanwhile go to its viewers, as one frame: a viewer
-/// wakes at most this often for likes, however many like batches arrive (the freshness
-/// target is 250 ms).
-const LIKES_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
-
 /// How long shutdown waits for in-flight publishes to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -179,10 +174,11 @@ pub async fn run(
     let ticker_hub = shared.hub.clone();
     let ticker_shutdown = shutdown.clone();
     let keepalive = shared.settings.keepalive;
+    let likes_every = shared.settings.likes_every;
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         let mut keepalives = tokio::time::interval_at(start + keepalive, keepalive);
-        let mut likes = tokio::time::interval(LIKES_EVERY);
+        let mut likes = tokio::time::interval(likes_every);
         likes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

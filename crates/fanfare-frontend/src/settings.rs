@@ -26,6 +26,11 @@ pub struct Settings {
     /// Interval of keep-alive comments on idle viewer streams.
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
+    /// How often a video's likes go to its viewers, as one `likes` event per viewer with the
+    /// count since the last one. Longer: fewer writes per viewer under a flood of likes, staler
+    /// counts. A comment always carries the likes before it, whatever this is.
+    #[serde(with = "humantime_serde")]
+    pub likes_every: Duration,
     /// `retry:` hint sent to viewers: how long a browser waits before reconnecting.
     #[serde(with = "humantime_serde")]
     pub retry_hint: Duration,
@@ -65,6 +70,7 @@ impl Default for Settings {
             nats: NatsSettings::default(),
             interest_ttl: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            likes_every: Duration::from_millis(100),
             retry_hint: Duration::from_secs(2),
             viewer_buffer: 1024,
             viewer_send_buffer: 256 * 1024,
@@ -87,6 +93,10 @@ impl Settings {
         fanfare_model::names::check_name(&self.dc).map_err(|error| format!("dc: {error}"))?;
         if self.interest_ttl < Duration::from_secs(1) {
             return Err("interest_ttl: must be at least 1s".to_owned());
+        }
+        if self.likes_every < Duration::from_millis(1) || self.likes_every > Duration::from_secs(10)
+        {
+            return Err("likes_every: must be 1ms to 10s".to_owned());
         }
         if self.keepalive < Duration::from_millis(100) {
             return Err("keepalive: must be at least 100ms".to_owned());
