@@ -7,11 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::up::start_up;
+use common::up::{load_topology, start_up};
 use common::SMALL;
 use fanfare_bench::{BenchOptions, CommentLoad, FrontendChoice};
 use fanfare_testkit::cluster::{fanfare_bin, PortBlock};
-use fanfare_topology::{FrontendLimits, Settings, Topology};
+use fanfare_topology::Settings;
 use tokio_util::sync::CancellationToken;
 
 /// Each bench run is bounded by this.
@@ -20,21 +20,14 @@ const RUN_BOUND: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_smoke_delivers_every_comment_once_and_exact_like_totals_in_every_datacenter() {
     let ports = PortBlock::acquire().unwrap();
-    let topology = Topology::builder()
-        .auth(fanfare_auth::AuthSettings::off())
-        .settings(Settings {
-            partitions: 2,
-            // The smoke benchmark and the soak publish as fast as they can from one address.
-            frontend_limits: FrontendLimits::Unthrottled,
-            ..Settings::default()
-        })
-        .dc("dc1", SMALL)
-        .dc("dc2", SMALL)
-        .build_with_ports_from(ports.first())
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let topology_file = dir.path().join("bench.toml");
-    std::fs::write(&topology_file, topology.to_toml_string()).unwrap();
+    let settings = Settings {
+        partitions: 2,
+        ..Settings::default()
+    };
+    let datacenters = [("dc1", SMALL), ("dc2", SMALL)];
+    let (topology, topology_file) =
+        load_topology(&ports, settings, &datacenters, dir.path(), "bench");
     let run_dir = dir.path().join("run");
     let up = start_up(&topology_file, &run_dir);
     let publish_frontend = topology.endpoints().datacenters[0].frontends[0]

@@ -4,13 +4,17 @@
 //! delivers everything once; says nothing about speed (timings on a shared machine are not
 //! asserted).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::up::load_topology;
 use fanfare_testkit::cluster::{fanfare_bin, nats_server_bin, workspace_root, PortBlock};
-use fanfare_topology::{DcShape, FrontendLimits, Settings, Topology};
+use fanfare_testkit::DcShape;
+use fanfare_topology::Settings;
 use serde_json::Value;
 
 /// Bound on one script at smoke size (it starts and stops a whole topology).
@@ -53,28 +57,21 @@ fn every_scenario_script_runs_at_smoke_size_and_loses_nothing() {
     }
 
     // Three datacenters with two frontends each (the growth scenario uses dc1-fe2), on ports
-    // no other test holds, unthrottled like the shipped local topology.
+    // no other test holds.
     let ports = PortBlock::acquire().unwrap();
     let shape = DcShape {
         nats: 1,
         dispatchers: 1,
         frontends: 2,
     };
-    let topology = Topology::builder()
-        .auth(fanfare_auth::AuthSettings::off())
-        .settings(Settings {
-            partitions: 2,
-            frontend_limits: FrontendLimits::Unthrottled,
-            ..Settings::default()
-        })
-        .dc("dc1", shape)
-        .dc("dc2", shape)
-        .dc("dc3", shape)
-        .build_with_ports_from(ports.first())
-        .unwrap();
+    let settings = Settings {
+        partitions: 2,
+        ..Settings::default()
+    };
+    let datacenters = [("dc1", shape), ("dc2", shape), ("dc3", shape)];
     let dir = tempfile::tempdir().unwrap();
-    let topology_file = dir.path().join("bench-scripts.toml");
-    std::fs::write(&topology_file, topology.to_toml_string()).unwrap();
+    let (_, topology_file) =
+        load_topology(&ports, settings, &datacenters, dir.path(), "bench-scripts");
 
     for script in &scripts {
         let name = script.file_stem().unwrap().to_string_lossy().into_owned();

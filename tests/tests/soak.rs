@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::up::start_up;
+use common::up::{load_topology, start_up};
 use common::SMALL;
 use fanfare_soak::SoakOptions;
 use fanfare_testkit::cluster::PortBlock;
-use fanfare_topology::{FrontendLimits, Settings, Topology};
+use fanfare_topology::Settings;
 use tokio_util::sync::CancellationToken;
 
 /// The whole test, start to stop, is bounded by this.
@@ -19,23 +19,15 @@ const TEST_BOUND: Duration = Duration::from_secs(240);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_soak_under_chaos_loses_and_duplicates_nothing_in_any_datacenter() {
     let ports = PortBlock::acquire().unwrap();
-    let topology = Topology::builder()
-        .auth(fanfare_auth::AuthSettings::off())
-        .settings(Settings {
-            interest_ttl: Duration::from_secs(3),
-            partitions: 4,
-            // The smoke benchmark and the soak publish as fast as they can from one address.
-            frontend_limits: FrontendLimits::Unthrottled,
-            ..Settings::default()
-        })
-        .dc("dc1", SMALL)
-        .dc("dc2", SMALL)
-        .dc("dc3", SMALL)
-        .build_with_ports_from(ports.first())
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let topology_file = dir.path().join("soak.toml");
-    std::fs::write(&topology_file, topology.to_toml_string()).unwrap();
+    let settings = Settings {
+        interest_ttl: Duration::from_secs(3),
+        partitions: 4,
+        ..Settings::default()
+    };
+    let datacenters = [("dc1", SMALL), ("dc2", SMALL), ("dc3", SMALL)];
+    let (topology, topology_file) =
+        load_topology(&ports, settings, &datacenters, dir.path(), "soak");
     let run_dir = dir.path().join("run");
     let up = start_up(&topology_file, &run_dir);
 

@@ -4,7 +4,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fanfare_testkit::cluster::{fanfare_bin, nats_server_bin, workspace_root};
+use fanfare_testkit::cluster::{fanfare_bin, nats_server_bin, workspace_root, PortBlock};
+use fanfare_testkit::DcShape;
+use fanfare_topology::{FrontendLimits, Settings, Topology};
 
 /// A `fanfare up` child, stopped with SIGTERM (and killed if it will not stop) when dropped, so
 /// a failing assertion leaves nothing behind. Its nodes die with it (PR_SET_PDEATHSIG).
@@ -61,4 +63,30 @@ pub fn start_up(topology_file: &std::path::Path, run_dir: &std::path::Path) -> U
         .recv_timeout(Duration::from_secs(120))
         .expect("fanfare up prints ready within 120s");
     up
+}
+
+/// The topology of a test that drives `fanfare up` from outside as a load does (the bench, its
+/// scripts, the soak): authentication off and limits unthrottled, since they publish as fast
+/// as they can from one address, on the ports of `ports`. Written to `<dir>/<name>.toml`;
+/// returns the topology and that file.
+pub fn load_topology(
+    ports: &PortBlock,
+    settings: Settings,
+    datacenters: &[(&str, DcShape)],
+    dir: &std::path::Path,
+    name: &str,
+) -> (Topology, std::path::PathBuf) {
+    let mut builder = Topology::builder()
+        .auth(fanfare_auth::AuthSettings::off())
+        .settings(Settings {
+            frontend_limits: FrontendLimits::Unthrottled,
+            ..settings
+        });
+    for &(dc, shape) in datacenters {
+        builder = builder.dc(dc, shape);
+    }
+    let topology = builder.build_with_ports_from(ports.first()).unwrap();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, topology.to_toml_string()).unwrap();
+    (topology, file)
 }
