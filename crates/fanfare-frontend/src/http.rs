@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use fanfare_auth::Action;
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
-    sse, unix_millis, Comment, CommentRequest, Interaction, InvalidBody, LikeRequest, MessageId,
-    Position, VideoId,
+    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, MessageId, Position,
+    VideoId,
 };
 use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
@@ -101,9 +101,10 @@ async fn open_stream(
 
 /// Where a viewer resumes: the `Last-Event-ID` header (what a browser's EventSource sends on
 /// reconnect) wins over the `last_event_id` query parameter (what a page can set on a fresh
-/// EventSource). An empty id is no id (an empty header gives way to the query), as in SSE itself (an `id:` line without a value resets
-/// the last event id, and browsers then send no header): the stream starts from now instead of
-/// replaying everything retained. A malformed id is a 400.
+/// EventSource). An empty id is no id, as in SSE itself (an `id:` line without a value resets
+/// the last event id, and browsers then send no header): an empty header gives way to the
+/// query, and with neither the stream starts from now instead of replaying everything
+/// retained. A malformed id is a 400.
 pub(crate) fn resume_position(
     header: Option<&[u8]>,
     query: Option<&str>,
@@ -270,15 +271,9 @@ async fn publish_comment(
         let grant = shared.auth.publisher(&headers, &video, Action::Comment)?;
         let body = read_json(&headers, body, shared.settings.max_body_bytes).await?;
         // The model bounds every comment; a frontend may be configured to take shorter ones.
-        let max_chars = shared.settings.limits.max_comment_chars;
-        let request = CommentRequest::decode(&body).map_err(|error| match error {
-            InvalidBody::TextTooLong => ApiError::CommentTooLong { limit: max_chars },
-            other => other.into(),
-        })?;
+        let request =
+            CommentRequest::decode_within(&body, shared.settings.limits.max_comment_chars)?;
         let user_id = auth::user_id(grant, request.user_id)?;
-        if request.text.chars().count() > max_chars {
-            return Err(ApiError::CommentTooLong { limit: max_chars });
-        }
         // Once the user is known, before anything goes to NATS.
         shared
             .publish_limits

@@ -530,30 +530,32 @@ fn open(
 
 /// Answers a refused viewer request with its problem body and closes.
 async fn write_problem(stream: &mut TcpStream, error: ApiError) {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH};
     use axum::response::IntoResponse;
     let response = error.into_response();
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(axum::http::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| format!("retry-after: {value}\r\n"))
-        .unwrap_or_default();
-    let challenge = response
-        .headers()
-        .get(axum::http::header::WWW_AUTHENTICATE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| format!("www-authenticate: {value}\r\n"))
-        .unwrap_or_default();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    // The problem's own headers (content type, Retry-After, WWW-Authenticate) as the router
+    // would send them.
+    for (name, value) in response.headers() {
+        if name == CONTENT_LENGTH || name == CONNECTION {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
     let body = axum::body::to_bytes(response.into_body(), MAX_PROBLEM_BODY)
         .await
         .unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n{retry_after}{challenge}connection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
-    );
+    ));
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(&body).await;
     let _ = stream.shutdown().await;

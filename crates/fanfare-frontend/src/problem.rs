@@ -166,7 +166,11 @@ impl ApiError {
 
 impl From<fanfare_model::InvalidBody> for ApiError {
     fn from(error: fanfare_model::InvalidBody) -> Self {
-        ApiError::InvalidBody(error.to_string())
+        match error {
+            // Counted as the comment-length limit.
+            fanfare_model::InvalidBody::TextTooLong { limit } => ApiError::CommentTooLong { limit },
+            other => ApiError::InvalidBody(other.to_string()),
+        }
     }
 }
 

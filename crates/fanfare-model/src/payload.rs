@@ -47,8 +47,10 @@ pub enum InvalidBody {
     UserIdControl,
     #[error("text must not be empty")]
     TextEmpty,
-    #[error("text must be at most {COMMENT_TEXT_MAX_CHARS} characters")]
-    TextTooLong,
+    /// Longer than `limit` characters: the model's bound, or a lower one the frontend is
+    /// configured with.
+    #[error("text must be at most {limit} characters")]
+    TextTooLong { limit: usize },
     #[error(
         "text must not contain control characters other than tab, line feed and carriage \
          return (found U+{0:04X})"
@@ -71,11 +73,17 @@ impl LikeRequest {
 impl CommentRequest {
     /// Parses and checks a comment body; see [`LikeRequest::decode`] and [`check_comment_text`].
     pub fn decode(body: &[u8]) -> Result<Self, InvalidBody> {
+        Self::decode_within(body, COMMENT_TEXT_MAX_CHARS)
+    }
+
+    /// [`CommentRequest::decode`] for text of at most `max_chars` characters (capped at
+    /// [`COMMENT_TEXT_MAX_CHARS`]): a frontend may be configured with a lower bound.
+    pub fn decode_within(body: &[u8], max_chars: usize) -> Result<Self, InvalidBody> {
         let request: Self = decode_json(body)?;
         if let Some(user_id) = &request.user_id {
             check_user_id(user_id)?;
         }
-        check_comment_text(&request.text)?;
+        check_comment_text_within(&request.text, max_chars)?;
         Ok(request)
     }
 }
@@ -123,6 +131,12 @@ pub fn check_user_id(user_id: &str) -> Result<(), InvalidBody> {
 /// controls, and showing text safely (isolating its direction, escaping HTML) is the job of
 /// whatever renders it.
 pub fn check_comment_text(text: &str) -> Result<(), InvalidBody> {
+    check_comment_text_within(text, COMMENT_TEXT_MAX_CHARS)
+}
+
+/// [`check_comment_text`] with at most `max_chars` characters (capped at
+/// [`COMMENT_TEXT_MAX_CHARS`]).
+fn check_comment_text_within(text: &str, max_chars: usize) -> Result<(), InvalidBody> {
     if text.is_empty() {
         return Err(InvalidBody::TextEmpty);
     }
@@ -133,8 +147,9 @@ pub fn check_comment_text(text: &str) -> Result<(), InvalidBody> {
             return Err(InvalidBody::TextControl(ch as u32));
         }
     }
-    if chars > COMMENT_TEXT_MAX_CHARS {
-        return Err(InvalidBody::TextTooLong);
+    let limit = max_chars.min(COMMENT_TEXT_MAX_CHARS);
+    if chars > limit {
+        return Err(InvalidBody::TextTooLong { limit });
     }
     Ok(())
 }
@@ -358,7 +373,12 @@ mod tests {
         let emoji = "\u{1F389}".repeat(COMMENT_TEXT_MAX_CHARS);
         assert_eq!(check_comment_text(&emoji), Ok(()));
         let over = format!("{emoji}x");
-        assert_eq!(check_comment_text(&over), Err(InvalidBody::TextTooLong));
+        assert_eq!(
+            check_comment_text(&over),
+            Err(InvalidBody::TextTooLong {
+                limit: COMMENT_TEXT_MAX_CHARS
+            })
+        );
         assert_eq!(check_comment_text(""), Err(InvalidBody::TextEmpty));
     }
 }
