@@ -4,7 +4,7 @@
 # sees equals the likes accepted (likes.viewers_exact_total == connected), and reports like
 # freshness (receive time minus when the like that made the total was accepted).
 # Target (issue 4): >= 90 % of the request rate nginx `return 204` reaches with the same
-# generator (see scripts in the peers worktree for the nginx run).
+# generator; scripts/bench/compare.sh runs both in one go.
 source "$(dirname "$0")/lib.sh"
 bench_build
 bench_up "$(bench_topology)"

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# fanfare and the two peers (nginx + nchan, Pushpin) on the same scenarios, in one run, with
+# the same generator (`fanfare bench`), so that each comparison is a ratio measured side by
+# side on the machine as it is during the run.
+#
+#   scenario        fanfare                          nchan / Pushpin / nginx
+#   one-video-1k    1k viewers on dc1-fe1, 50/s, 10s  1k subscribers of one channel, 50/s
+#   one-video-5k    5k viewers on dc1-fe1, 200/s, 2.5s 5k subscribers, 200/s
+#   connect-10k     10k viewers at once on dc1-fe1    10k subscribers at once
+#   likes           likes-3dc (600 viewers, 3 dcs)    nginx `return 204`, same request rate test
+#
+# Prints one JSON line per (scenario, system): the bench's report plus "scenario" and
+# "system" (fanfare, nchan, pushpin or nginx-204); a table of the main figures goes to stderr at the end. Installs the peers from
+# Debian's packages if they are missing (scripts/bench/peers install), starts them on
+# loopback, and stops them and `fanfare up` on exit.
+#
+# Environment, besides lib.sh's: COMPARE_PEERS ("nchan pushpin" by default; "" for fanfare
+# only), PEERS_DIR (where the peers keep configs, logs and pids; default a temporary dir).
+source "$(dirname "$0")/lib.sh"
+
+PEERS="${COMPARE_PEERS-nchan pushpin}"
+PEERS_DIR="${PEERS_DIR:-$WORK/peers}"
+PEERS_STARTED=0
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+
+compare_cleanup() {
+    if [[ "$PEERS_STARTED" == 1 ]]; then
+        scripts/bench/peers stop "$PEERS_DIR" >&2 || true
+    fi
+    bench_cleanup
+}
+trap compare_cleanup EXIT
+
+# Prints the report on stdin as one line with the scenario and server added, and keeps it for
+# the table.
+label() {
+    python3 -c '
+import json, sys
+report = json.loads(sys.stdin.read())
+report = {"scenario": sys.argv[1], "system": sys.argv[2], **report}
+print(json.dumps(report))
+' "$1" "$2" | tee -a "$RESULTS"
+}
+
+# The pids of every process of the peers' sessions (each recorded pid leads one).
+peer_pids() {
+    local name pid member
+    while read -r name pid; do
+        for member in $(ps -o pid= -s "$pid"); do
+            printf -- '--server-pid %s ' "$member"
+        done
+    done <"$PEERS_DIR/pids"
+}
+
+# Stops `fanfare up` (SIGINT, by its pid) before the peers start, so they get the cores.
+stop_up() {
+    kill -INT "$UP_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do
+        kill -0 "$UP_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    UP_PID=""
+}
+
+# peer_run SCENARIO SERVER SUB_URL PUB_URL FORMAT ARGS...
+peer_run() {
+    local scenario="$1" server="$2" sub="$3" pub="$4" format="$5"
+    shift 5
+    # shellcheck disable=SC2046 # one word per flag and pid
+    "$FANFARE" bench --target generic --json --sub-url "$sub" --pub-url "$pub" \
+        --pub-format "$format" $(peer_pids) "$@" | label "$scenario" "$server"
+}
+
+bench_build
+
+# fanfare first, on its own: the peers are not running yet.
+bench_up "$(bench_topology)"
+ONE_1K=(--viewers "$(size 20 1000)" --comments-per-sec "$(size 10 50)" --duration "$(size 1s 10s)" --drain 5s)
+ONE_5K=(--viewers "$(size 40 5000)" --comments-per-sec "$(size 20 200)" --duration "$(size 1s 2.5s)" --drain 10s)
+CONNECT=(--viewers "$(size 50 10000)" --connect-concurrency 2048 --hold 1s)
+LIKES=(--likes --duration "$(size 1s 10s)" --publish-concurrency 64 --drain 5s)
+
+bench_run --frontends dc1-fe1 "${ONE_1K[@]}" | label one-video-1k fanfare
+bench_run --frontends dc1-fe1 "${ONE_5K[@]}" | label one-video-5k fanfare
+bench_run --frontends dc1-fe1 "${CONNECT[@]}" | label connect-10k fanfare
+bench_run --dcs dc1,dc2,dc3 --viewers "$(size 12 600)" "${LIKES[@]}" | label likes fanfare
+stop_up
+
+if [[ -n "$PEERS" ]]; then
+    scripts/bench/peers install >&2
+    mkdir -p "$PEERS_DIR"
+    declare -A URL
+    while IFS='=' read -r key value; do
+        [[ -n "$key" ]] && URL[$key]="$value"
+    done < <(scripts/bench/peers start "$PEERS_DIR")
+    PEERS_STARTED=1
+    for peer in $PEERS; do
+        case "$peer" in
+            nchan) sub="${URL[nchan_sub]}" pub="${URL[nchan_pub]}" format=raw ;;
+            pushpin) sub="${URL[pushpin_sub]}" pub="${URL[pushpin_pub]}" format=pushpin ;;
+            *) echo "unknown peer $peer (nchan, pushpin)" >&2; exit 2 ;;
+        esac
+        peer_run one-video-1k "$peer" "$sub" "$pub" "$format" "${ONE_1K[@]}"
+        peer_run one-video-5k "$peer" "$sub" "$pub" "$format" "${ONE_5K[@]}"
+        peer_run connect-10k "$peer" "$sub" "$pub" "$format" "${CONNECT[@]}"
+    done
+    # The likes baseline: nginx answering `return 204` to the same request loop.
+    peer_run likes nginx-204 "${URL[noop]}" "${URL[noop]}" raw --viewers 0 "${LIKES[@]}"
+fi
+
+python3 - "$RESULTS" >&2 <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def ms(report, key):
+    latency = report.get("latency_ms") or {}
+    return f"{latency[key]:.1f}" if key in latency else "-"
+print(f"{'scenario':<13} {'system':<10} {'connected':>9} {'received/expected':>19} "
+      f"{'deliv/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'conn ms':>8} {'KiB/conn':>8} "
+      f"{'srv cpu':>7} {'likes/s':>8}")
+for r in rows:
+    server = r.get("server") or {}
+    likes = r.get("likes") or {}
+    mem = server.get("memory_per_connection_kib")
+    print(f"{r['scenario']:<13} {r['system']:<10} {r['connected']:>9} "
+          f"{str(r['received']) + '/' + str(r['expected']):>19} "
+          f"{r['deliveries_per_sec']:>9.0f} {ms(r, 'p50'):>8} {ms(r, 'p99'):>8} "
+          f"{r['connect_all_ms'] or 0:>8.0f} {mem if mem is None else round(mem, 2)!s:>8} "
+          f"{server.get('cpu_s', 0):>7.1f} {likes.get('requests_per_sec', 0):>8.0f}")
+PY
