@@ -17,6 +17,7 @@
 #
 # Environment, besides lib.sh's: COMPARE_PEERS ("nchan pushpin" by default; "" for fanfare
 # only), PEERS_DIR (where the peers keep configs, logs and pids; default a temporary dir).
+# shellcheck source=scripts/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 PEERS="${COMPARE_PEERS-nchan pushpin}"
@@ -46,8 +47,8 @@ print(json.dumps(report))
 
 # The pids of every process of the peers' sessions (each recorded pid leads one).
 peer_pids() {
-    local name pid member
-    while read -r name pid; do
+    local pid member
+    while read -r _ pid; do
         for member in $(ps -o pid= -s "$pid"); do
             printf -- '--server-pid %s ' "$member"
         done
