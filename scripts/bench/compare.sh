@@ -55,16 +55,6 @@ peer_pids() {
     done <"$PEERS_DIR/pids"
 }
 
-# Stops `fanfare up` (SIGINT, by its pid) before the peers start, so they get the cores.
-stop_up() {
-    kill -INT "$UP_PID" 2>/dev/null || true
-    for _ in $(seq 1 300); do
-        kill -0 "$UP_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    UP_PID=""
-}
-
 # peer_run SCENARIO SERVER SUB_URL PUB_URL FORMAT ARGS...
 peer_run() {
     local scenario="$1" server="$2" sub="$3" pub="$4" format="$5"
@@ -94,7 +84,8 @@ for width in 64 1024; do
     bench_run --dcs dc1,dc2,dc3 --viewers "$(size 12 600)" "${LIKES[@]}" \
         --publish-concurrency "$width" | label "likes-$width" fanfare
 done
-stop_up
+# fanfare stops before the peers start, so each system has the cores to itself.
+bench_down
 
 if [[ -n "$PEERS" ]]; then
     scripts/bench/peers install >&2

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scenario scripts in this directory; sourced, not run.
 #
 # bench_up starts `fanfare up` (release build) on a topology and waits for its `ready` line;
@@ -21,7 +22,8 @@ FANFARE="${FANFARE_BIN:-$TARGET_DIR/release/fanfare}"
 UP_PID=""
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fanfare-bench.XXXXXX")"
 
-bench_cleanup() {
+# Stops the running `fanfare up` by its PID: SIGINT, then SIGKILL after 30 s.
+bench_down() {
     if [[ -n "$UP_PID" ]] && kill -0 "$UP_PID" 2>/dev/null; then
         kill -INT "$UP_PID" 2>/dev/null || true
         for _ in $(seq 1 300); do
@@ -30,6 +32,11 @@ bench_cleanup() {
         done
         kill -KILL "$UP_PID" 2>/dev/null || true
     fi
+    UP_PID=""
+}
+
+bench_cleanup() {
+    bench_down
     rm -rf "$WORK"
 }
 trap bench_cleanup EXIT
@@ -60,7 +67,8 @@ bench_topology() {
         echo "$topology"
         return
     fi
-    local shift shifted="$WORK/$(basename "$topology" .toml)-shifted.toml"
+    local shift shifted
+    shifted="$WORK/$(basename "$topology" .toml)-shifted.toml"
     for shift in 20000 20500 21000 21500 22000; do
         python3 - "$topology" "$shifted" "$shift" <<'PY'
 import re, sys
