@@ -136,14 +136,22 @@ fn proc_address(addr: SocketAddr) -> Option<String> {
     Some(format!("{ip:08X}:{:04X}", v4.port()))
 }
 
+/// The inode of the open socket whose local address is `local`. A closed connection that
+/// used the same local port (TIME_WAIT, to another remote) is listed too, with inode 0: it is
+/// held by no process, so it is skipped rather than returned.
 fn socket_inode(local: SocketAddr) -> Option<u64> {
     let wanted = proc_address(local)?;
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    socket_inode_in(&table, &wanted)
+}
+
+fn socket_inode_in(table: &str, wanted: &str) -> Option<u64> {
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&wanted.as_str()))
+        (fields.get(1) == Some(&wanted))
             .then(|| fields.get(9)?.parse().ok())
             .flatten()
+            .filter(|&inode| inode != 0)
     })
 }
 
@@ -403,6 +411,18 @@ mod tests {
     fn proc_net_tcp_notation_is_little_endian_address_and_hex_port() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
         assert_eq!(proc_address(addr).as_deref(), Some("0100007F:1F90"));
+    }
+
+    #[test]
+    fn a_closed_connection_on_the_same_local_port_is_not_taken_for_the_open_one() {
+        // /proc/net/tcp as it reads when an earlier connection from the same local port (to
+        // another remote) is in TIME_WAIT and listed first: it has no inode.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9C40 0100007F:1A0B 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(socket_inode_in(table, "0100007F:9C40"), Some(4242));
+        assert_eq!(socket_inode_in(table, "0100007F:9C41"), None);
     }
 
     #[tokio::test]
