@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{receive, SMALL, WAIT};
+use common::{assert_problem, receive, SMALL, WAIT};
 use fanfare_auth::{
     mint, unix_now, Action, AuthSettings, Claims, KeyAlgorithm, KeySettings, SigningKey,
 };
@@ -113,19 +113,7 @@ async fn post(url: &str, token: Option<&str>, body: Value) -> http::HttpResponse
 
 /// Checks a refusal: status, problem type, and an RFC 6750 challenge.
 fn assert_refused(response: &http::HttpResponse, status: u16, slug: &str, case: &str) {
-    assert_eq!(response.status, status, "{case}: {}", response.text());
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json"),
-        "{case}"
-    );
-    let problem: Value = response.json().unwrap();
-    assert_eq!(
-        problem["type"],
-        format!("urn:fanfare:problem:{slug}"),
-        "{case}: {problem}"
-    );
-    assert_eq!(problem["status"], status, "{case}: {problem}");
+    assert_problem(response, status, slug, case);
     let challenge = response.header("www-authenticate").unwrap_or_default();
     if slug == "user-id-mismatch" {
         return;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{comment, like, receive, QUIET, SMALL, WAIT};
+use common::{assert_problem, comment, like, receive, QUIET, SMALL, WAIT};
 use fanfare_model::{Position, COMMENT_TEXT_MAX_CHARS};
 use fanfare_testkit::cluster::{fanfare_bin, workspace_root};
 use fanfare_testkit::http;
@@ -122,24 +122,6 @@ async fn origin_messages(js: &async_nats::jetstream::Context, dc: &str) -> u64 {
         .await
         .expect("origin stream");
     stream.info().await.expect("stream info").state.messages
-}
-
-fn assert_problem(response: &http::HttpResponse, status: u16, slug: &str, case: &str) {
-    assert_eq!(response.status, status, "{case}: {}", response.text());
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json"),
-        "{case}"
-    );
-    let problem: Value = response
-        .json()
-        .unwrap_or_else(|error| panic!("{case}: {error}"));
-    assert_eq!(
-        problem["type"],
-        format!("urn:fanfare:problem:{slug}"),
-        "{case}: {problem}"
-    );
-    assert_eq!(problem["status"], status, "{case}: {problem}");
 }
 
 /// Reads `viewer` until it has `count` events, then [`QUIET`] more for anything extra.

@@ -212,21 +212,16 @@ impl Cluster {
     /// Everything node `node` has logged so far (its stdout and stderr, as the supervisor
     /// writes them to the run directory).
     pub fn node_log(&self, node: &str) -> anyhow::Result<String> {
-        let path = self
-            .running()
-            .run_dir()
-            .join("logs")
-            .join(format!("{node}.log"));
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        self.read_run_file("logs", &format!("{node}.log"))
     }
 
     /// The config file the supervisor wrote for node `node`.
     pub fn node_config(&self, node: &str) -> anyhow::Result<String> {
-        let path = self
-            .running()
-            .run_dir()
-            .join("nodes")
-            .join(format!("{node}.toml"));
+        self.read_run_file("nodes", &format!("{node}.toml"))
+    }
+
+    fn read_run_file(&self, dir: &str, file: &str) -> anyhow::Result<String> {
+        let path = self.running().run_dir().join(dir).join(file);
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 

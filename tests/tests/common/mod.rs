@@ -30,6 +30,25 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// duplicate or a stray event) before the test judges it.
 pub const QUIET: Duration = Duration::from_millis(1500);
 
+/// A problem response (RFC 9457) with `status` and the problem type `slug`.
+pub fn assert_problem(response: &http::HttpResponse, status: u16, slug: &str, case: &str) {
+    assert_eq!(response.status, status, "{case}: {}", response.text());
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json"),
+        "{case}"
+    );
+    let problem: Value = response
+        .json()
+        .unwrap_or_else(|error| panic!("{case}: {error}"));
+    assert_eq!(
+        problem["type"],
+        format!("urn:fanfare:problem:{slug}"),
+        "{case}: {problem}"
+    );
+    assert_eq!(problem["status"], status, "{case}: {problem}");
+}
+
 pub async fn like(frontend: &str, video: &str, user: &str) -> anyhow::Result<()> {
     let url = format!("{frontend}/v1/videos/{video}/likes");
     let response = http::post_json(&url, &json!({ "user_id": user })).await?;
