@@ -3,22 +3,12 @@
 
 mod common;
 
-use common::{comment_once, like, receive, SMALL};
+use common::{comment_once, like, problem_body, receive, SMALL};
 use fanfare_testkit::http;
 use fanfare_testkit::Cluster;
-use serde_json::Value;
 
 fn assert_problem(response: &http::HttpResponse, status: u16, case: &str) {
-    assert_eq!(response.status, status, "{case}: {}", response.text());
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json"),
-        "{case}"
-    );
-    let problem: Value = response
-        .json()
-        .unwrap_or_else(|error| panic!("{case}: {error}"));
-    assert_eq!(problem["status"], status, "{case}: {problem}");
+    let problem = problem_body(response, status, case);
     assert!(
         problem["type"]
             .as_str()

@@ -30,8 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// duplicate or a stray event) before the test judges it.
 pub const QUIET: Duration = Duration::from_millis(1500);
 
-/// A problem response (RFC 9457) with `status` and the problem type `slug`.
-pub fn assert_problem(response: &http::HttpResponse, status: u16, slug: &str, case: &str) {
+/// A problem response (RFC 9457) with `status`; returns its body.
+pub fn problem_body(response: &http::HttpResponse, status: u16, case: &str) -> Value {
     assert_eq!(response.status, status, "{case}: {}", response.text());
     assert_eq!(
         response.header("content-type"),
@@ -41,12 +41,18 @@ pub fn assert_problem(response: &http::HttpResponse, status: u16, slug: &str, ca
     let problem: Value = response
         .json()
         .unwrap_or_else(|error| panic!("{case}: {error}"));
+    assert_eq!(problem["status"], status, "{case}: {problem}");
+    problem
+}
+
+/// A problem response (RFC 9457) with `status` and the problem type `slug`.
+pub fn assert_problem(response: &http::HttpResponse, status: u16, slug: &str, case: &str) {
+    let problem = problem_body(response, status, case);
     assert_eq!(
         problem["type"],
         format!("urn:fanfare:problem:{slug}"),
         "{case}: {problem}"
     );
-    assert_eq!(problem["status"], status, "{case}: {problem}");
 }
 
 pub async fn like(frontend: &str, video: &str, user: &str) -> anyhow::Result<()> {
