@@ -127,7 +127,10 @@ async fn an_idle_frontend_renews_one_lease_whatever_its_number_of_videos() {
     // Three TTLs: nine renewal periods of a third of the TTL each.
     tokio::time::sleep(ttl * 3).await;
     let written = writes().await - before;
-    eprintln!("{written} writes to the table in {:?} with {videos} videos", ttl * 3);
+    eprintln!(
+        "{written} writes to the table in {:?} with {videos} videos",
+        ttl * 3
+    );
     assert!(
         written <= 12,
         "one renewal per period, not one write per video: {written} writes"

@@ -123,9 +123,7 @@ impl Settings {
             );
         }
         if self.viewer_heartbeat * 3 > self.interest_ttl {
-            return Err(
-                "viewer_heartbeat: three of them must fit in interest_ttl".to_owned(),
-            );
+            return Err("viewer_heartbeat: three of them must fit in interest_ttl".to_owned());
         }
         if self.keepalive < Duration::from_millis(100) {
             return Err("keepalive: must be at least 100ms".to_owned());
