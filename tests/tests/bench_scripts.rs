@@ -51,6 +51,7 @@ fn every_scenario_script_runs_at_smoke_size_and_loses_nothing() {
         "many-videos",
         "one-video-1k",
         "one-video-5k",
+        "viewer-counts",
     ] {
         assert!(
             names.contains(expected),
@@ -163,6 +164,20 @@ fn stop_group(child: &mut std::process::Child) {
 /// peer's (nchan, Pushpin, nginx) is checked by [`check_peer_report`].
 fn check_report(name: &str, report: &Value) {
     let field = |key: &str| report[key].as_u64().unwrap_or(u64::MAX);
+    if report["scenario"] == "viewer-counts" {
+        // Every round's joins and leaves reached the other datacenter's count.
+        assert_eq!(report["ok"], Value::Bool(true), "{name}: {report}");
+        let rounds = field("rounds") as usize;
+        assert!(rounds > 0, "{name}: {report}");
+        for key in ["join_ms", "leave_ms"] {
+            assert_eq!(
+                report[key].as_array().map(Vec::len),
+                Some(rounds),
+                "{name}: {report}"
+            );
+        }
+        return;
+    }
     if let Some(system) = report["system"].as_str() {
         if system != "fanfare" {
             return check_peer_report(name, system, report);

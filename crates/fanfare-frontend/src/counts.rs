@@ -388,6 +388,8 @@ pub(crate) async fn run(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When pending reports and shown counts are next due; None when nothing is pending.
     let mut flush_at: Option<Instant> = None;
+    // That time has come.
+    let mut flush_due = false;
     let mut probes: HashMap<String, Instant> = HashMap::new();
     loop {
         let sleep = async {
@@ -441,12 +443,12 @@ pub(crate) async fn run(
             }
             _ = sleep => {
                 flush_at = None;
+                flush_due = true;
             }
         }
         if counts.has_pending() {
             let now = Instant::now();
-            let due = flush_at.is_none_or(|at| at <= now);
-            if due {
+            if std::mem::take(&mut flush_due) {
                 publish(
                     &client,
                     &report_subject,
@@ -457,13 +459,12 @@ pub(crate) async fn run(
                 for (video, viewers, partial) in shown {
                     hub.show_viewers(&video, viewers, partial);
                 }
-                flush_at = match next {
-                    Some(next) => Some(next),
-                    None if counts.has_pending() => Some(now + pace.report_every),
-                    None => None,
-                };
-            }
-            if flush_at.is_none() && counts.has_pending() {
+                // A video shown a moment ago waits for its interval; anything else that is
+                // pending goes with the next window.
+                flush_at = next.or_else(|| counts.has_pending().then(|| now + pace.report_every));
+            } else if flush_at.is_none() {
+                // Changes arriving together (a burst of joins, reports from several
+                // frontends) go out together, one window after the first.
                 flush_at = Some(now + pace.report_every);
             }
         }
