@@ -124,13 +124,16 @@ async fn origin_messages(js: &async_nats::jetstream::Context, dc: &str) -> u64 {
     stream.info().await.expect("stream info").state.messages
 }
 
-/// Reads `viewer` until it has `count` events, then [`QUIET`] more for anything extra.
+/// Reads `viewer` until it has `count` events, then [`QUIET`] more for anything extra. Viewer
+/// counts, which any stream gets as viewers come and go, are left out.
 async fn events(viewer: &mut SseStream, count: usize) -> Vec<SseEvent> {
+    let counted = |events: &[SseEvent]| events.iter().filter(|e| e.event != "viewers").count();
     let (mut events, _) = viewer
-        .collect_until(WAIT, |events| events.len() >= count)
+        .collect_until(WAIT, |events| counted(events) >= count)
         .await;
     let (extra, _) = viewer.collect_until(QUIET, |_| false).await;
     events.extend(extra);
+    events.retain(|event| event.event != "viewers");
     events
 }
 

@@ -43,6 +43,28 @@ pub struct ViewerShare {
     pub connect_concurrency: usize,
     /// Comments each viewer is expected to get (sizes its bitset up front).
     pub expected: u64,
+    /// Viewers spread over many videos, one each in turn; `urls` then hold `{video}`.
+    #[serde(default)]
+    pub videos: Option<VideoSpread>,
+}
+
+/// Viewer `i` watches video `<base>-<i mod count>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoSpread {
+    pub base: String,
+    pub count: usize,
+}
+
+impl VideoSpread {
+    pub fn video(&self, index: usize) -> String {
+        format!("{}-{}", self.base, index % self.count.max(1))
+    }
+
+    /// How many of `viewers` viewers watch video `index`.
+    pub fn viewers_of(&self, index: usize, viewers: usize) -> usize {
+        let count = self.count.max(1);
+        viewers / count + usize::from(index % count < viewers % count)
+    }
 }
 
 /// A share's counters, merged over processes.
@@ -111,11 +133,21 @@ impl LocalViewers {
         let mut handles = Vec::with_capacity(share.count);
         for index in share.first_index..share.first_index + share.count {
             let which = index % urls.len();
+            let (url, request, video) = match &share.videos {
+                None => (urls[which].clone(), requests[which].clone(), None),
+                Some(spread) => {
+                    let url = Arc::new(urls[which].with_video(&spread.video(index)));
+                    let request = viewer::request_bytes(&url);
+                    let video = u32::try_from(index % spread.count.max(1)).ok();
+                    (url, request, video)
+                }
+            };
             let plan = ViewerPlan {
-                url: urls[which].clone(),
-                request: requests[which].clone(),
-                source: crate::source_addr(&urls[which], share.source_addrs, index),
+                source: crate::source_addr(&url, share.source_addrs, index),
+                url,
+                request,
                 expected: share.expected,
+                video,
             };
             let slot = Arc::new(ViewerSlot::new());
             slots.push(slot.clone());
@@ -392,7 +424,20 @@ mod tests {
             source_addrs: 8,
             connect_concurrency: 512,
             expected: 0,
+            videos: None,
         }
+    }
+
+    #[test]
+    fn a_spread_gives_every_video_its_share_of_viewers() {
+        let spread = VideoSpread {
+            base: "v".into(),
+            count: 3,
+        };
+        assert_eq!(spread.video(4), "v-1");
+        let per_video: Vec<usize> = (0..3).map(|video| spread.viewers_of(video, 10)).collect();
+        assert_eq!(per_video, [4, 3, 3]);
+        assert_eq!(per_video.iter().sum::<usize>(), 10);
     }
 
     #[test]

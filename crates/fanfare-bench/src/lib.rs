@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use publisher::PubFormat;
 pub use report::BenchReport;
 
-use crate::fleet::{Fleet, ViewerShare};
+use crate::fleet::{Fleet, VideoSpread, ViewerShare};
 use crate::publisher::{PublishProgress, PublishTarget};
 use crate::report::{Freshness, LikesReport, Percentiles, ServerProcess, ServerReport};
 use crate::resources::ProcessSample;
@@ -98,6 +98,14 @@ pub struct BenchOptions {
     pub viewers: usize,
     /// Viewer URLs, used round-robin.
     pub viewer_urls: Vec<HttpUrl>,
+    /// The same with `{video}` for the video: what a spread over many videos uses.
+    pub viewer_templates: Vec<HttpUrl>,
+    /// Where a comment on any video is posted, with `{video}` for the video.
+    pub comment_template: HttpUrl,
+    /// Spread the viewers over this many videos (`<video>-0` ..), one after the other, and
+    /// post each comment to a different one of them, drawn at random. The hold comes before
+    /// publishing then, and is measured: every server process's CPU while idle.
+    pub videos: Option<usize>,
     /// Source addresses 127.0.0.2 ..= 127.0.0.(1 + n) cycled over; 0 binds none.
     pub source_addrs: u8,
     /// Viewers between connect and their response head at once.
@@ -189,6 +197,10 @@ impl BenchOptions {
             .iter()
             .map(|(_, url)| HttpUrl::parse(&format!("{url}/v1/videos/{video}/events")))
             .collect::<Result<_, _>>()?;
+        let viewer_templates = chosen
+            .iter()
+            .map(|(_, url)| HttpUrl::parse(&format!("{url}/v1/videos/{{video}}/events")))
+            .collect::<Result<_, _>>()?;
         let publish_url = all
             .iter()
             .find(|(_, fe, _)| *fe == publish_frontend)
@@ -209,7 +221,11 @@ impl BenchOptions {
             video: video.clone(),
         };
         let server_processes = read_state_pids(run_dir).unwrap_or_default();
+        let comment_template =
+            HttpUrl::parse(&format!("{publish_url}/v1/videos/{{video}}/comments"))?;
         let mut options = Self::new("fanfare", video, viewer_urls, comment_target, like_target);
+        options.viewer_templates = viewer_templates;
+        options.comment_template = comment_template;
         options.server_processes = server_processes;
         options.viewer_processes = chosen.iter().map(|(fe, _)| (*fe).to_owned()).collect();
         Ok(options)
@@ -232,6 +248,8 @@ impl BenchOptions {
         };
         let like_target = comment_target.clone();
         let mut options = Self::new("generic", video, viewer_urls, comment_target, like_target);
+        options.viewer_templates = vec![HttpUrl::parse(sub_url)?];
+        options.comment_template = HttpUrl::parse(pub_url)?;
         options.server_processes = server_pids
             .iter()
             .map(|&pid| ServerProcess {
@@ -258,6 +276,9 @@ impl BenchOptions {
             target: target.to_owned(),
             video,
             viewers: 100,
+            viewer_templates: viewer_urls.clone(),
+            comment_template: (*comment_target.url).clone(),
+            videos: None,
             viewer_urls,
             source_addrs: 8,
             connect_concurrency: 512,
@@ -296,6 +317,22 @@ impl BenchOptions {
         if self.processes > 1 && self.viewer_command.is_empty() {
             return invalid("more than one process needs a viewer command");
         }
+        if let Some(videos) = self.videos {
+            if videos == 0 {
+                return invalid("videos must be at least 1");
+            }
+            if self
+                .comments
+                .is_some_and(|load| load.count() > videos as u64)
+            {
+                return invalid(
+                    "a spread posts each comment to another video: more comments than videos",
+                );
+            }
+            if self.likes.is_some() {
+                return invalid("likes go to one video: not with a spread over videos");
+            }
+        }
         Ok(())
     }
 }
@@ -315,7 +352,7 @@ pub fn read_state_pids(run_dir: &Path) -> Result<Vec<ServerProcess>, BenchError>
     };
     let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
     let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
-    Ok(state["nodes"]
+    let mut processes: Vec<ServerProcess> = state["nodes"]
         .as_array()
         .into_iter()
         .flatten()
@@ -325,7 +362,18 @@ pub fn read_state_pids(run_dir: &Path) -> Result<Vec<ServerProcess>, BenchError>
                 pid: u32::try_from(node["pid"].as_u64()?).ok()?,
             })
         })
-        .collect())
+        .collect();
+    // The supervisor runs the chaos link proxies: part of the topology's cost.
+    if let Some(pid) = state["supervisor_pid"]
+        .as_u64()
+        .and_then(|pid| u32::try_from(pid).ok())
+    {
+        processes.push(ServerProcess {
+            name: "supervisor".to_owned(),
+            pid,
+        });
+    }
+    Ok(processes)
 }
 
 /// Microseconds since the Unix epoch: the clock markers carry, shared with the publisher.
@@ -353,17 +401,26 @@ pub async fn run(
     let client_cpu_start = resources::own_cpu_seconds();
     let server_before = sample_all(&options.server_processes);
     let expected_per_viewer = options.comments.map_or(0, |load| load.count());
+    let spread = options.videos.map(|count| VideoSpread {
+        base: options.video.clone(),
+        count,
+    });
 
     // Viewers.
     let viewers_stop = shutdown.child_token();
     let started = Instant::now();
     let share = ViewerShare {
-        urls: options.viewer_urls.clone(),
+        urls: if spread.is_some() {
+            options.viewer_templates.clone()
+        } else {
+            options.viewer_urls.clone()
+        },
         first_index: 0,
         count: options.viewers,
         source_addrs: options.source_addrs,
         connect_concurrency: options.connect_concurrency,
         expected: expected_per_viewer,
+        videos: spread.clone(),
     };
     let fleet = Fleet::start(
         share,
@@ -394,7 +451,24 @@ pub async fn run(
     let publishing = (options.comments.is_some() || options.likes.is_some())
         && (options.viewers == 0 || connected_now > 0);
     let mut warmup_errors = Vec::new();
-    if publishing && connected_now > 0 {
+    let mut idle = None;
+    if spread.is_some() {
+        // Many videos, each with its own viewers: routing is in place once a viewer has its
+        // 200 head (the frontend registers its interest first). The hold is the idle window.
+        let before = sample_all(&options.server_processes);
+        let held = Instant::now();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(options.hold) => {}
+        }
+        let after = sample_all(&options.server_processes);
+        idle = Some(idle_report(
+            &options.server_processes,
+            &before,
+            &after,
+            held.elapsed(),
+        ));
+    } else if publishing && connected_now > 0 {
         let warm_deadline = Instant::now() + options.warmup_timeout;
         let mut probe = 0;
         let mut next_probe = Instant::now();
@@ -426,9 +500,27 @@ pub async fn run(
 
     // Publishing.
     let publish_stop = shutdown.child_token();
+    let sampled: Vec<usize> = match (&spread, options.comments) {
+        (Some(spread), Some(load)) => sample_videos(spread, load.count() as usize),
+        _ => Vec::new(),
+    };
+    let targets = Arc::new(match &spread {
+        None => vec![options.comment_target.clone()],
+        Some(spread) => sampled
+            .iter()
+            .map(|index| {
+                let video = spread.video(*index);
+                PublishTarget {
+                    url: Arc::new(options.comment_template.with_video(&video)),
+                    format: options.comment_target.format,
+                    video,
+                }
+            })
+            .collect(),
+    });
     let comments = options.comments.filter(|_| publishing).map(|load| {
         tokio::spawn(publisher::publish_comments(
-            options.comment_target.clone(),
+            targets.clone(),
             load.count(),
             load.per_sec,
             options.publish_concurrency,
@@ -467,13 +559,23 @@ pub async fn run(
     let accepted_likes = like_outcome
         .as_ref()
         .map(|outcome| outcome.accepted_at.len() as u64);
+    let spread_expected: u64 = match (&spread, &comment_outcome) {
+        (Some(spread), Some(outcome)) => outcome
+            .accepted
+            .iter()
+            .map(|seq| spread.viewers_of(sampled[*seq as usize], options.viewers) as u64)
+            .sum(),
+        _ => 0,
+    };
     if publishing {
         let drain_deadline = Instant::now() + options.drain;
         while !shutdown.is_cancelled() && Instant::now() < drain_deadline {
-            if fleet
-                .status()
-                .all_arrived(accepted_comments, accepted_likes)
-            {
+            let status = fleet.status();
+            let arrived = match &spread {
+                None => status.all_arrived(accepted_comments, accepted_likes),
+                Some(_) => status.received >= spread_expected,
+            };
+            if arrived {
                 break;
             }
             progress.tick("draining");
@@ -487,6 +589,7 @@ pub async fn run(
     let client_cpu_s = resources::own_cpu_seconds() - client_cpu_start + fleet.remote_cpu_s;
     let stats = fleet.stats;
 
+    let spread_plan = spread.as_ref().map(|spread| (spread, sampled.as_slice()));
     let mut report = summarize(
         &options,
         stats,
@@ -494,7 +597,9 @@ pub async fn run(
         like_outcome,
         warmed,
         client_cpu_s,
+        spread_plan,
     );
+    report.idle = idle;
     report.errors.extend(warmup_errors);
     report.errors.extend(fleet.errors);
     report.server = server_report(
@@ -590,7 +695,60 @@ fn sample_all(processes: &[ServerProcess]) -> Vec<Option<ProcessSample>> {
         .collect()
 }
 
-/// Merges every viewer's stats and the publishers' outcomes.
+/// Picks `count` distinct videos of `spread` at random (seeded by its base name, so a run's
+/// choice can be told again).
+fn sample_videos(spread: &VideoSpread, count: usize) -> Vec<usize> {
+    let mut state = spread
+        .base
+        .bytes()
+        .fold(0x9e37_79b9_7f4a_7c15u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+        })
+        | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut videos: Vec<usize> = (0..spread.count).collect();
+    let count = count.min(videos.len());
+    for index in 0..count {
+        let pick = index + (next() % (videos.len() - index) as u64) as usize;
+        videos.swap(index, pick);
+    }
+    videos.truncate(count);
+    videos
+}
+
+/// CPU of every server process over an idle window, as a share of one core.
+fn idle_report(
+    processes: &[ServerProcess],
+    before: &[Option<ProcessSample>],
+    after: &[Option<ProcessSample>],
+    window: Duration,
+) -> report::IdleReport {
+    let seconds = window.as_secs_f64().max(1e-3);
+    let cpu: Vec<report::ProcessCpu> = processes
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter_map(|(process, (before, after))| {
+            let used = after.as_ref()?.cpu_s - before.as_ref()?.cpu_s;
+            Some(report::ProcessCpu {
+                name: process.name.clone(),
+                percent_of_core: 100.0 * used / seconds,
+            })
+        })
+        .collect();
+    report::IdleReport {
+        seconds,
+        total_percent_of_core: cpu.iter().map(|process| process.percent_of_core).sum(),
+        processes: cpu,
+    }
+}
+
+/// Merges every viewer's stats and the publishers' outcomes. With a spread, each comment was
+/// for the viewers of one video (`sampled[seq]`) only.
 fn summarize(
     options: &BenchOptions,
     stats: Vec<ViewerStats>,
@@ -598,10 +756,18 @@ fn summarize(
     likes: Option<publisher::LikeOutcome>,
     warmed: u64,
     client_cpu_s: f64,
+    spread: Option<(&VideoSpread, &[usize])>,
 ) -> BenchReport {
+    let wants = |viewer: &ViewerStats, seq: u64| match spread {
+        None => true,
+        Some((_, sampled)) => sampled
+            .get(seq as usize)
+            .is_some_and(|video| viewer.video == u32::try_from(*video).ok()),
+    };
     let mut report = BenchReport {
         target: options.target.clone(),
         video: options.video.clone(),
+        videos: options.videos.map(|videos| videos as u64),
         viewers: options.viewers as u64,
         warmed,
         client_cpu_s,
@@ -633,7 +799,16 @@ fn summarize(
             .last_send_micros
             .saturating_sub(comments.first_send_micros) as f64
             / 1e6;
-        report.expected = report.connected * report.publish_accepted;
+        report.expected = connected
+            .iter()
+            .map(|viewer| {
+                comments
+                    .accepted
+                    .iter()
+                    .filter(|&&seq| wants(viewer, seq))
+                    .count() as u64
+            })
+            .sum();
         let mut latencies = Vec::new();
         let mut last_receive = 0;
         for viewer in &connected {
@@ -645,7 +820,7 @@ fn summarize(
             let missing = comments
                 .accepted
                 .iter()
-                .filter(|&&seq| !viewer.has(seq))
+                .filter(|&&seq| wants(viewer, seq) && !viewer.has(seq))
                 .count() as u64;
             report.received += received;
             report.missing += missing;

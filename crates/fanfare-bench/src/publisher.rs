@@ -158,9 +158,10 @@ pub struct PublishProgress {
     pub accepted: AtomicU64,
 }
 
-/// Publishes comments `0..count` at `rate` per second from `concurrency` workers.
+/// Publishes comments `0..count` at `rate` per second from `concurrency` workers; comment
+/// `seq` goes to `targets[seq % targets.len()]` (all on one server).
 pub async fn publish_comments(
-    target: PublishTarget,
+    targets: Arc<Vec<PublishTarget>>,
     count: u64,
     rate: f64,
     concurrency: usize,
@@ -171,13 +172,16 @@ pub async fn publish_comments(
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let target = target.clone();
+            let targets = targets.clone();
             let next = next.clone();
             let progress = progress.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut outcome = CommentOutcome::default();
-                let mut connection = Connection::new(target.url.clone());
+                let Some(first) = targets.first() else {
+                    return outcome;
+                };
+                let mut connection = Connection::new(first.url.clone());
                 loop {
                     let seq = next.fetch_add(1, Ordering::Relaxed);
                     if seq >= count {
@@ -193,6 +197,7 @@ pub async fn publish_comments(
                         outcome.first_send_micros = sent;
                     }
                     outcome.last_send_micros = sent;
+                    let target = &targets[(seq % targets.len() as u64) as usize];
                     let request = target.marker_request(&format!("b{seq}@{sent}"));
                     progress.sent.fetch_add(1, Ordering::Relaxed);
                     match connection.send(request).await {

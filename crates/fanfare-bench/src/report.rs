@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct BenchReport {
     pub target: String,
     pub video: String,
+    /// Videos the viewers were spread over (`<video>-0` ..), if they were.
+    #[serde(default)]
+    pub videos: Option<u64>,
     pub viewers: u64,
     pub connected: u64,
     pub connect_failed: u64,
@@ -39,6 +42,10 @@ pub struct BenchReport {
     /// CPU seconds of the bench itself (user + system, children included).
     pub client_cpu_s: f64,
     pub server: Option<ServerReport>,
+    /// Every server process's CPU while the viewers were connected and nothing was published
+    /// (a spread over videos only).
+    #[serde(default)]
+    pub idle: Option<IdleReport>,
     /// A few distinct error messages from viewers and publishers.
     pub errors: Vec<String>,
     /// Nothing missing or duplicated, every viewer connected, every like total exact.
@@ -95,6 +102,21 @@ pub struct LikesReport {
     pub final_total_max: Option<u64>,
 }
 
+/// CPU of the server processes over an idle window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdleReport {
+    pub seconds: f64,
+    /// Every process's share of one core, summed.
+    pub total_percent_of_core: f64,
+    pub processes: Vec<ProcessCpu>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessCpu {
+    pub name: String,
+    pub percent_of_core: f64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerProcess {
     pub name: String,
@@ -122,6 +144,9 @@ impl BenchReport {
             "bench {} video {}: {}/{} viewers connected ({} failed)",
             self.target, self.video, self.connected, self.viewers, self.connect_failed
         );
+        if let Some(videos) = self.videos {
+            text.push_str(&format!(", spread over {videos} videos"));
+        }
         if let Some(ms) = self.connect_all_ms {
             text.push_str(&format!(", all within {ms:.0} ms"));
         }
@@ -162,6 +187,19 @@ impl BenchReport {
                 "like freshness ms: p50 {:.2}  p99 {:.2}  max {:.2} ({} samples)\n",
                 freshness.p50, freshness.p99, freshness.max, freshness.samples
             ));
+        }
+        if let Some(idle) = &self.idle {
+            text.push_str(&format!(
+                "idle for {:.1} s: {:.2} % of one core over every server process (",
+                idle.seconds, idle.total_percent_of_core
+            ));
+            let shares: Vec<String> = idle
+                .processes
+                .iter()
+                .map(|process| format!("{} {:.2}", process.name, process.percent_of_core))
+                .collect();
+            text.push_str(&shares.join(", "));
+            text.push_str(")\n");
         }
         text.push_str(&format!("client cpu: {:.2} s\n", self.client_cpu_s));
         if let Some(server) = &self.server {

@@ -52,6 +52,14 @@ impl HttpUrl {
     pub fn from_template(template: &str, video: &str) -> Result<Self, BenchError> {
         Self::parse(&template.replace("{video}", video))
     }
+
+    /// This URL with every `{video}` of its path replaced by `video`.
+    pub fn with_video(&self, video: &str) -> Self {
+        Self {
+            path: self.path.replace("{video}", video),
+            ..self.clone()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub struct ViewerStats {
     /// (receive time, total) each time the like total changed.
     pub totals: Vec<(u64, u64)>,
     pub last_total: Option<u64>,
+    /// Which of a spread's videos it watched.
+    #[serde(default)]
+    pub video: Option<u32>,
     /// Set before each read's bytes are scanned: every event in one read arrived together.
     #[serde(skip)]
     now: u64,
@@ -146,6 +149,8 @@ pub struct ViewerPlan {
     pub source: Option<IpAddr>,
     /// Comments expected, to size the bitset and latency vector up front.
     pub expected: u64,
+    /// Which of a spread's videos it watches.
+    pub video: Option<u32>,
 }
 
 /// The `GET` a viewer writes.
@@ -171,6 +176,7 @@ pub async fn watch(
     stop: CancellationToken,
 ) -> ViewerStats {
     let mut stats = ViewerStats::new(plan.expected);
+    stats.video = plan.video;
     let mut scanner = StreamScanner::new();
     let mut buffer = vec![0u8; READ_BUFFER];
     let stopped = stop.cancelled();

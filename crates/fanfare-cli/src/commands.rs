@@ -119,6 +119,11 @@ struct BenchArgs {
     /// SSE viewers to open.
     #[arg(long, default_value_t = 100)]
     viewers: usize,
+    /// Spread the viewers over this many videos (`<video>-0` ..), one after the other; each
+    /// comment goes to a different one of them, drawn at random. The hold comes first and
+    /// measures every server process's CPU while idle.
+    #[arg(long)]
+    videos: Option<usize>,
     /// Frontends the viewers use, round-robin (default: every frontend of dc1).
     #[arg(long, value_delimiter = ',', conflicts_with = "dcs")]
     frontends: Vec<String>,
@@ -758,6 +763,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     options.viewers = args.viewers;
+    options.videos = args.videos;
     options.source_addrs = args.source_addrs;
     options.connect_concurrency = args.connect_concurrency;
     options.comments = args

@@ -50,8 +50,13 @@ pub async fn run(
     let metrics = DispatcherMetrics::register(&mut registry);
     let client = fanfare_fabric::connect(&settings.nats, &settings.name).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let (table, table_task) =
-        SubscriptionTable::start(js.clone(), &settings.dc, shutdown.child_token()).await?;
+    let (table, table_task) = SubscriptionTable::start(
+        js.clone(),
+        &settings.dc,
+        settings.stale_interest_grace,
+        shutdown.child_token(),
+    )
+    .await?;
     let totals = Totals::open(&js, &settings.dc).await?;
     let fanout = partition::open_fanout(&js, &settings.dc).await?;
 

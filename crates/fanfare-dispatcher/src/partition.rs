@@ -128,7 +128,7 @@ impl PartitionWorker {
             .group(names::DISPATCH_GROUP)
             .max_messages_per_batch(self.settings.max_round)
             .expires(expiry)
-            .heartbeat(expiry / 4)
+            .heartbeat(expiry / 2)
             .messages()
             .await
             .map_err(|error| {

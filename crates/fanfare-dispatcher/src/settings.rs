@@ -20,9 +20,17 @@ pub struct Settings {
     pub partitions: u16,
     /// Most interactions one dispatch round takes from a partition.
     pub max_round: usize,
-    /// Expiry of each pull request; well below the consumers' pin timeout so the pin is kept.
+    /// Expiry of each pull request; below the consumers' pin timeout (4 s), so that the
+    /// dispatcher that holds a partition's pin pulls again before the pin expires, however
+    /// idle the partition is. Longer: fewer pull requests while idle (each also gets one idle
+    /// heartbeat, at half the expiry).
     #[serde(with = "humantime_serde")]
     pub pull_expiry: Duration,
+    /// How long interest keys of a frontend whose lease is gone (or was replaced under a new
+    /// epoch) are left before this dispatcher deletes them. They stop counting at once; this
+    /// only clears them from the bucket.
+    #[serde(with = "humantime_serde")]
+    pub stale_interest_grace: Duration,
     /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
     pub telemetry: TelemetrySettings,
 }
@@ -36,7 +44,8 @@ impl Default for Settings {
             nats: NatsSettings::default(),
             partitions: 8,
             max_round: 256,
-            pull_expiry: Duration::from_secs(1),
+            pull_expiry: Duration::from_secs(3),
+            stale_interest_grace: Duration::from_secs(30),
             telemetry: TelemetrySettings::default(),
         }
     }

@@ -192,11 +192,14 @@ fn dispatch_consumer_config(
 fn subscription_bucket_config(dc: &str, replicas: usize, interest_ttl: Duration) -> kv::Config {
     kv::Config {
         bucket: names::subscription_bucket(dc),
-        description: format!("{dc}'s subscription table: video.frontend keys"),
+        description: format!(
+            "{dc}'s subscription table: f.<frontend> leases, v.<video>.<frontend> interests"
+        ),
         history: 1,
-        max_age: interest_ttl,
-        // Expiry leaves a marker, so that watching dispatchers see a dead frontend's interest go.
-        limit_markers: Some(interest_ttl),
+        // Interest keys live as long as their frontend keeps them; only the leases expire, by
+        // their own TTL, and the expiry leaves a marker so that watching dispatchers see it.
+        max_age: Duration::ZERO,
+        limit_markers: Some(interest_ttl.max(Duration::from_secs(1))),
         storage: stream::StorageType::File,
         num_replicas: replicas,
         placement: placement(dc),

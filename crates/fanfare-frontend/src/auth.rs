@@ -49,19 +49,20 @@ impl Gate {
     }
 
     /// Checks a viewer's token when `video` is private: from the `Authorization` header, else
-    /// the `access_token` query parameter, else the `fanfare_token` cookie.
+    /// the `access_token` query parameter, else the `fanfare_token` cookie. The token's subject
+    /// when one was checked.
     pub(crate) fn viewer(
         &self,
         video: &VideoId,
         authorization: Option<&[u8]>,
         query_token: Option<&str>,
         cookie: Option<&[u8]>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         let Some(verifier) = &self.verifier else {
-            return Ok(());
+            return Ok(None);
         };
         if !verifier.is_private(video.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
         let token = bearer(authorization).map(|header_token| {
             header_token.or_else(|| {
@@ -72,7 +73,7 @@ impl Gate {
         });
         token
             .and_then(|token| verifier.authorize(token, video.as_str(), Action::View))
-            .map(|_| ())
+            .map(|grant| Some(grant.subject))
             .map_err(|error| self.refused(AuthRequest::View, error))
     }
 }

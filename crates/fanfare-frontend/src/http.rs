@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,8 +12,7 @@ use axum::{Json, Router};
 use fanfare_auth::Action;
 use fanfare_fabric::publish_interaction;
 use fanfare_model::{
-    sse, unix_millis, Comment, CommentRequest, Interaction, LikeRequest, MessageId, Position,
-    VideoId,
+    unix_millis, Comment, CommentRequest, Interaction, LikeRequest, MessageId, VideoId,
 };
 use fanfare_telemetry::{spans, PublishKind, PublishOutcome};
 use serde::Serialize;
@@ -25,12 +24,17 @@ use crate::auth;
 use crate::ingest::{PendingLike, QueueError};
 use crate::limits::ClientAddr;
 use crate::problem::ApiError;
-use crate::viewer::ViewerStream;
+use crate::stream::{StreamParts, StreamRoute};
 use crate::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/videos/{video_id}/events", get(open_stream))
+        .route("/v1/videos/{video_id}/events", get(open_video_stream))
+        .route("/v1/events", get(open_videos_stream))
+        .route(
+            "/v1/connections/{connection_id}/subscriptions",
+            post(change_subscriptions),
+        )
         .route("/v1/videos/{video_id}/likes", post(publish_like))
         .route("/v1/videos/{video_id}/comments", post(publish_comment))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -51,6 +55,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    shared.metrics.engine(
+        shared.hub.counters().events,
+        shared.hub.watched_videos().len(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -61,34 +69,63 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// `GET /v1/videos/{id}/events`: registers interest (first viewer of the video here), then
-/// streams the video's events until the viewer leaves or the frontend shuts down.
-async fn open_stream(
+/// `GET /v1/videos/{id}/events` when it reaches the router rather than the raw listener (an
+/// unusual request head): the same checks, the same stream, through hyper.
+async fn open_video_stream(
     State(shared): State<Arc<Shared>>,
     video_id: Result<Path<String>, PathRejection>,
-    Query(query): Query<StreamQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let video = video_of(video_id)?;
-    if !accepts_event_stream(&headers) {
-        return Err(ApiError::NotAcceptable);
-    }
-    // Checked on every open, a resume (Last-Event-ID) included.
-    shared.auth.viewer(
-        &video,
-        headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        query.access_token.as_deref(),
-        headers.get(header::COOKIE).map(|v| v.as_bytes()),
+    let Ok(Path(video)) = video_id else {
+        return Err(ApiError::InvalidVideoId(
+            fanfare_model::InvalidVideoId::BadCharacter,
+        ));
+    };
+    open_stream(
+        &shared,
+        StreamRoute::Video(&video),
+        query.as_deref(),
+        &headers,
+    )
+    .await
+}
+
+/// `GET /v1/events` when it reaches the router.
+async fn open_videos_stream(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    open_stream(&shared, StreamRoute::Videos, query.as_deref(), &headers).await
+}
+
+async fn open_stream(
+    shared: &Arc<Shared>,
+    route: StreamRoute<'_>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let bytes_of = |name: &str| headers.get(name).map(|value| value.as_bytes());
+    let parts = StreamParts {
+        route,
+        query,
+        accept: bytes_of("accept"),
+        last_event_id: bytes_of("last-event-id"),
+        authorization: bytes_of("authorization"),
+        cookie: bytes_of("cookie"),
+    };
+    let checked = crate::stream::check(
+        &parts,
+        &shared.auth,
+        shared.settings.limits.max_videos_per_connection,
     )?;
-    let resume_from = resume_position(
-        headers.get("last-event-id").map(|value| value.as_bytes()),
-        query.last_event_id.as_deref(),
-    )?;
-    let stream = ViewerStream::open(shared.clone(), video, resume_from).await;
-    let mut preamble = Vec::with_capacity(64);
-    sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
-    let body = Body::from_stream(stream.into_body(Bytes::from(preamble)));
-    let mut response = Response::new(body);
+    let viewer = crate::viewer::open(shared, checked).await?;
+    let chunks = futures::stream::unfold(viewer, |mut viewer| async move {
+        let chunk = viewer.connection.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk.to_bytes()), viewer))
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
@@ -99,25 +136,118 @@ async fn open_stream(
     Ok(response)
 }
 
-/// Where a viewer resumes: the `Last-Event-ID` header (what a browser's EventSource sends on
-/// reconnect) wins over the `last_event_id` query parameter (what a page can set on a fresh
-/// EventSource). An empty id is no id, as in SSE itself (an `id:` line without a value resets
-/// the last event id, and browsers then send no header): an empty header gives way to the
-/// query, and with neither the stream starts from now instead of replaying everything
-/// retained. A malformed id is a 400.
-pub(crate) fn resume_position(
-    header: Option<&[u8]>,
-    query: Option<&str>,
-) -> Result<Option<Position>, ApiError> {
-    let raw = match header.filter(|raw| !raw.is_empty()) {
-        // Not UTF-8: refused like any other malformed position.
-        Some(raw) => std::str::from_utf8(raw).unwrap_or("\u{0}"),
-        None => query.unwrap_or(""),
-    };
-    if raw.is_empty() {
-        return Ok(None);
+/// `POST /v1/connections/{connection_id}/subscriptions` with `{"add":[..],"remove":[..]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionChange {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// The answer: what the connection follows after the change.
+#[derive(Serialize)]
+struct Subscriptions {
+    connection_id: String,
+    videos: Vec<VideoId>,
+}
+
+fn video_ids(raw: &[String]) -> Result<Vec<VideoId>, ApiError> {
+    let mut videos: Vec<VideoId> = Vec::with_capacity(raw.len());
+    for raw in raw {
+        let video = VideoId::parse(raw)?;
+        if !videos.contains(&video) {
+            videos.push(video);
+        }
     }
-    Ok(Some(raw.parse::<Position>()?))
+    Ok(videos)
+}
+
+/// Changes what an open multi-video stream follows; 200 with what it follows then. The
+/// connection id is the capability: unknown (or gone) is 404, whatever the caller.
+async fn change_subscriptions(
+    State(shared): State<Arc<Shared>>,
+    Extension(client): Extension<ClientAddr>,
+    connection_id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let answer = change_subscriptions_of(&shared, client, connection_id, &headers, body).await;
+    if let Err(error) = &answer {
+        if let Some(limit) = error.limit() {
+            shared.metrics.limited(limit);
+        }
+    }
+    answer
+}
+
+async fn change_subscriptions_of(
+    shared: &Arc<Shared>,
+    client: ClientAddr,
+    connection_id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Before anything is looked up: guessing ids costs the guesser its rate.
+    shared.publish_limits.admit_subscription_change(client)?;
+    let Ok(Path(connection_id)) = connection_id else {
+        return Err(ApiError::UnknownConnection);
+    };
+    let meta = shared
+        .connection_meta(&connection_id)
+        .ok_or(ApiError::UnknownConnection)?;
+    let handle = shared
+        .hub
+        .connection(&connection_id)
+        .ok_or(ApiError::UnknownConnection)?;
+    let body = read_json(headers, body, shared.settings.max_body_bytes).await?;
+    let change: SubscriptionChange =
+        serde_json::from_slice(&body).map_err(|error| ApiError::InvalidBody(error.to_string()))?;
+    let add = video_ids(&change.add)?;
+    let remove = video_ids(&change.remove)?;
+    // A private video needs a token that may view it, of the user the connection belongs to.
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let cookie = headers.get(header::COOKIE).map(|v| v.as_bytes());
+    let mut subject = None;
+    for video in &add {
+        if let Some(viewer) = shared.auth.viewer(video, authorization, None, cookie)? {
+            subject.get_or_insert(viewer);
+        }
+    }
+    // One change at a time per connection, so that the limit holds.
+    let _changing = meta.changes.lock().await;
+    if let Some(subject) = subject {
+        meta.claim(subject)?;
+    }
+    let limit = shared.settings.limits.max_videos_per_connection;
+    let current = handle.videos();
+    let added: Vec<VideoId> = add
+        .into_iter()
+        .filter(|video| !current.contains(video) || remove.contains(video))
+        .collect();
+    let kept = current
+        .iter()
+        .filter(|video| !remove.contains(video))
+        .count();
+    if kept + added.len() > limit {
+        return Err(ApiError::SubscriptionLimit { limit });
+    }
+    for video in &remove {
+        shared.hub.unfollow(&handle, video);
+    }
+    crate::viewer::follow_all(shared, &handle, &added).await;
+    for video in &added {
+        let (_, total) = shared.hub.position(video);
+        if total > 0 {
+            handle.notice(crate::viewer::total_event(video, total));
+        }
+    }
+    let answer = Subscriptions {
+        connection_id,
+        videos: handle.videos(),
+    };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 /// The video id in the path. A segment that does not percent-decode to UTF-8 (`%FF`) is an
@@ -126,31 +256,6 @@ fn video_of(path: Result<Path<String>, PathRejection>) -> Result<VideoId, ApiErr
     let Path(raw) =
         path.map_err(|_| ApiError::InvalidVideoId(fanfare_model::InvalidVideoId::BadCharacter))?;
     Ok(VideoId::parse(&raw)?)
-}
-
-#[derive(serde::Deserialize)]
-struct StreamQuery {
-    last_event_id: Option<String>,
-    /// A viewer token for a private video (`access_token=`); never logged.
-    access_token: Option<String>,
-}
-
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT) else {
-        return true;
-    };
-    let Ok(accept) = accept.to_str() else {
-        return false;
-    };
-    accepts_media(accept)
-}
-
-/// Whether an `Accept` header value admits `text/event-stream`.
-pub(crate) fn accepts_media(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or("").trim();
-        matches!(media, "text/event-stream" | "text/*" | "*/*")
-    })
 }
 
 #[derive(Serialize)]
@@ -341,35 +446,6 @@ fn respond(
             spans::record_outcome(span, &outcome);
             shared.metrics.published(kind, outcome, seconds);
             Err(error)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_last_event_id_starts_from_now_and_a_malformed_one_is_refused() {
-        assert_eq!(resume_position(None, None).unwrap(), None);
-        assert_eq!(resume_position(Some(b""), None).unwrap(), None);
-        assert_eq!(resume_position(None, Some("")).unwrap(), None);
-        let header = resume_position(Some(b"dc1:4"), Some("dc1:3")).unwrap();
-        assert_eq!(header, Some("dc1:4".parse().unwrap()), "the header wins");
-        let query = resume_position(Some(b""), Some("dc1:3")).unwrap();
-        assert_eq!(
-            query,
-            Some("dc1:3".parse().unwrap()),
-            "an empty header gives way"
-        );
-        for bad in [&b"dc1"[..], b"dc1:x", b"\xff", b" dc1:1"] {
-            assert!(
-                matches!(
-                    resume_position(Some(bad), None),
-                    Err(ApiError::InvalidLastEventId(_))
-                ),
-                "{bad:?}"
-            );
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The frontend: holds viewers' SSE connections and accepts publish requests.
 //!
-//! Data path in: a viewer's `GET /v1/videos/{id}/events` joins the [`hub`] (video → viewers of
-//! this frontend); a video's first viewer writes this frontend's interest into the
-//! datacenter's subscription table ([`interest`]). Dispatchers then send this frontend, on its
-//! own NATS subject, batches of interactions for the videos it watches; the hub drops anything
-//! already delivered and hands the rest, encoded once, to every viewer of the video
-//! ([`viewer`]).
+//! Data path in: a viewer's `GET /v1/videos/{id}/events` (one video) or `GET /v1/events`
+//! (several, changed by connection id) is checked once ([`stream`]) and opened on the fan-out
+//! engine ([`fanfare_engine`], [`viewer`]); a video's first viewer here writes this frontend's
+//! interest into the datacenter's subscription table ([`interest`], under the frontend's one
+//! lease). Dispatchers then send this frontend, on its own NATS subject, batches of
+//! interactions for the videos it watches; the engine drops anything already delivered and
+//! hands the rest, encoded once, to every follower of the video. Viewer counts of every
+//! datacenter come from the other frontends' reports ([`counts`]).
 //!
 //! Data path out: `POST .../likes` and `.../comments` are authenticated ([`auth`]: the
 //! bearer token's subject is the user), validated, stored in the
@@ -14,24 +16,27 @@
 //! [`run`] is what `fanfare frontend` calls; tests call it too.
 
 mod auth;
+mod counts;
 mod history;
 mod http;
-mod hub;
 mod ingest;
 mod interest;
 mod limits;
 mod listen;
 mod problem;
 mod settings;
+mod stream;
 mod viewer;
 
 pub use limits::LimitSettings;
 pub use problem::ApiError;
 pub use settings::Settings;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fanfare_engine::{Hub, HubConfig};
 use fanfare_fabric::{FabricError, FabricErrorKind, InterestRegistry};
 use fanfare_model::{names, FrontendBatch};
 use fanfare_telemetry::{spans, FrontendMetrics};
@@ -41,7 +46,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::Hub;
 use crate::ingest::LikeQueue;
 use crate::interest::InterestKeeper;
 
@@ -60,7 +64,9 @@ pub(crate) struct Shared {
     settings: Settings,
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
-    hub: Arc<Hub>,
+    hub: Hub,
+    /// Open multi-video connections by id: who owns each, and its one change at a time.
+    connections: Mutex<HashMap<String, Arc<ConnectionMeta>>>,
     history: history::History,
     likes: LikeQueue,
     /// Verifies publishers' and private videos' viewers' tokens (a no-op when auth is off).
@@ -70,6 +76,60 @@ pub(crate) struct Shared {
     publish_limits: limits::PublishLimits,
     metrics: FrontendMetrics,
     registry: Registry,
+}
+
+/// What the frontend keeps of an open multi-video connection beside the engine's part.
+pub(crate) struct ConnectionMeta {
+    /// The user whose token opened or added a private video: later private additions must
+    /// come with the same user's token.
+    owner: Mutex<Option<String>>,
+    /// Held while a subscription change is applied, so that the limit holds.
+    pub changes: tokio::sync::Mutex<()>,
+}
+
+impl ConnectionMeta {
+    fn new(owner: Option<String>) -> Self {
+        Self {
+            owner: Mutex::new(owner),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Records `subject` as the owner, or refuses it when the connection has another.
+    pub(crate) fn claim(&self, subject: String) -> Result<(), ApiError> {
+        let mut owner = self
+            .owner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match owner.as_deref() {
+            Some(known) if known != subject => Err(ApiError::ConnectionOwnerMismatch),
+            _ => {
+                *owner = Some(subject);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ConnectionMeta>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn connection_meta(&self, id: &str) -> Option<Arc<ConnectionMeta>> {
+        self.connections().get(id).cloned()
+    }
+
+    pub(crate) fn connection_opened(&self, id: &str, owner: Option<String>) {
+        self.connections()
+            .insert(id.to_owned(), Arc::new(ConnectionMeta::new(owner)));
+    }
+
+    pub(crate) fn connection_closed(&self, id: &str) {
+        self.connections().remove(id);
+    }
 }
 
 /// How long shutdown waits for in-flight publishes to be acknowledged.
@@ -110,7 +170,9 @@ pub async fn run(
     let metrics = FrontendMetrics::register(&mut registry);
     let client = fanfare_fabric::connect(&settings.nats, &settings.name).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let hub = Arc::new(Hub::new(settings.viewer_buffer));
+    let hub = Hub::new(HubConfig {
+        viewer_buffer: settings.viewer_buffer,
+    });
     let tracker = TaskTracker::new();
 
     let inbox = names::frontend_inbox(&settings.dc, &settings.name);
@@ -129,7 +191,10 @@ pub async fn run(
         shutdown.child_token(),
     ));
 
-    let registry_writer = InterestRegistry::open(&js, &settings.dc, &settings.name).await?;
+    let registry_writer =
+        InterestRegistry::open(&js, &settings.dc, &settings.name, settings.interest_ttl).await?;
+    // The lease before anything is served: interests count only under it.
+    registry_writer.acquire_lease().await?;
     let history = history::History::open(&js, &settings.dc).await?;
     let interest_token = CancellationToken::new();
     let (interest, interest_task) = InterestKeeper::start(
@@ -150,12 +215,29 @@ pub async fn run(
         ingest_token.clone(),
     );
 
+    let counts_token = CancellationToken::new();
+    let counts_task = tokio::spawn(counts::run(
+        client.clone(),
+        js.clone(),
+        hub.clone(),
+        settings.name.clone(),
+        settings.dc.clone(),
+        counts::Pace {
+            report_every: settings.viewer_report_every,
+            heartbeat: settings.viewer_heartbeat,
+            viewers_every: settings.viewers_every,
+            dead_after: settings.interest_ttl,
+        },
+        counts_token.clone(),
+    ));
+
     let publish_limits = limits::PublishLimits::new(&settings.limits);
     let shared = Arc::new(Shared {
         settings,
         client: client.clone(),
         js,
         hub,
+        connections: Mutex::default(),
         history,
         likes,
         auth: auth::Gate::new(verifier, metrics.clone()),
@@ -169,8 +251,8 @@ pub async fn run(
         addr = %listener.local_addr().map_err(FrontendError::Serve)?,
         "frontend listening"
     );
-    // One timer for every viewer's keep-alives and likes, and one shutdown watch that ends
-    // every stream.
+    // One keep-alive timer for every viewer, likes flushed only while some wait, and one
+    // shutdown watch that ends every stream.
     let ticker_hub = shared.hub.clone();
     let ticker_shutdown = shutdown.clone();
     let keepalive = shared.settings.keepalive;
@@ -178,12 +260,16 @@ pub async fn run(
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         let mut keepalives = tokio::time::interval_at(start + keepalive, keepalive);
-        let mut likes = tokio::time::interval(likes_every);
-        likes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker_shutdown.cancelled() => break,
-                _ = likes.tick() => ticker_hub.flush_likes(),
+                _ = ticker_hub.likes_waiting() => {
+                    // Likes arriving within one interval go out together.
+                    tokio::select! {
+                        _ = ticker_shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(likes_every) => ticker_hub.flush_likes(),
+                    }
+                }
                 _ = keepalives.tick() => ticker_hub.keep_alive(),
             }
         }
@@ -208,12 +294,14 @@ pub async fn run(
         tracing::warn!("in-flight publishes did not finish within {DRAIN_TIMEOUT:?}");
     }
     interest_token.cancel();
+    counts_token.cancel();
     if tokio::time::timeout(DRAIN_TIMEOUT, interest_task)
         .await
         .is_err()
     {
         tracing::warn!("withdrawing interest did not finish within {DRAIN_TIMEOUT:?}");
     }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, counts_task).await;
     let _ = client.flush().await;
     tracing::info!("frontend stopped");
     served.map_err(FrontendError::Serve)
@@ -223,7 +311,7 @@ pub async fn run(
 async fn receive_batches(
     client: async_nats::Client,
     batches: async_nats::Subscriber,
-    hub: Arc<Hub>,
+    hub: Hub,
     metrics: FrontendMetrics,
     shutdown: CancellationToken,
 ) {

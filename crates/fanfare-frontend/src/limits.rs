@@ -46,6 +46,13 @@ pub struct LimitSettings {
     /// Comments per second from one client address, sustained.
     pub comment_address_rate: f64,
     pub comment_address_burst: u32,
+    /// Changes of a multi-video stream's subscriptions (`POST /v1/connections/{id}/
+    /// subscriptions`) per second from one client address, sustained.
+    pub subscription_address_rate: f64,
+    pub subscription_address_burst: u32,
+    /// Videos one stream may follow (`GET /v1/events?videos=`, and after subscription
+    /// changes). A stream's `id:` grows with it (see README, "Multi-video streams").
+    pub max_videos_per_connection: usize,
     /// Users (or addresses) each rate limiter remembers at most; beyond it the key closest to
     /// a full bucket is forgotten. About 40 bytes each.
     pub max_tracked_keys: usize,
@@ -79,6 +86,9 @@ impl Default for LimitSettings {
             comment_user_burst: 5,
             comment_address_rate: 20.0,
             comment_address_burst: 40,
+            subscription_address_rate: 20.0,
+            subscription_address_burst: 40,
+            max_videos_per_connection: 64,
             max_tracked_keys: 100_000,
             // About 20,000 file descriptors per process: leave room for NATS, refusals and
             // the accept queue.
@@ -106,6 +116,7 @@ impl LimitSettings {
             like_address_rate: f64::INFINITY,
             comment_user_rate: f64::INFINITY,
             comment_address_rate: f64::INFINITY,
+            subscription_address_rate: f64::INFINITY,
             max_connections: 1_000_000,
             max_connections_per_address: 1_000_000,
             idle_timeout: Duration::from_secs(3600),
@@ -132,6 +143,11 @@ impl LimitSettings {
                 self.comment_address_rate,
                 self.comment_address_burst,
             ),
+            (
+                "subscription_address",
+                self.subscription_address_rate,
+                self.subscription_address_burst,
+            ),
         ];
         for (name, rate, burst) in rates {
             if rate.is_nan() || rate <= 0.0 {
@@ -142,6 +158,14 @@ impl LimitSettings {
             if burst == 0 {
                 return Err(format!("limits.{name}_burst: must be at least 1"));
             }
+        }
+        if !(1..=fanfare_model::CONNECTION_POSITION_MAX_VIDEOS)
+            .contains(&self.max_videos_per_connection)
+        {
+            return Err(format!(
+                "limits.max_videos_per_connection: must be 1 to {}",
+                fanfare_model::CONNECTION_POSITION_MAX_VIDEOS
+            ));
         }
         if self.max_tracked_keys < 1024 {
             return Err("limits.max_tracked_keys: must be at least 1024".to_owned());
@@ -294,6 +318,7 @@ pub(crate) struct PublishLimits {
     like_address: RateLimiter,
     comment_user: RateLimiter,
     comment_address: RateLimiter,
+    subscription_address: RateLimiter,
 }
 
 impl PublishLimits {
@@ -316,7 +341,27 @@ impl PublishLimits {
                 settings.comment_address_burst,
                 keys,
             ),
+            subscription_address: RateLimiter::new(
+                settings.subscription_address_rate,
+                settings.subscription_address_burst,
+                keys,
+            ),
         }
+    }
+
+    /// Admits one change of a stream's subscriptions from `client`.
+    pub(crate) fn admit_subscription_change(&self, client: ClientAddr) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let limiter = &self.subscription_address;
+        let key = limiter.key(&address_key(client.0));
+        limiter
+            .check(key, now)
+            .map_err(|wait| ApiError::RateLimited {
+                limit: Limit::SubscriptionAddressRate,
+                retry_after_secs: retry_after_secs(wait),
+            })?;
+        limiter.record(key, now);
+        Ok(())
     }
 
     /// Admits one like or comment of `user` from `client`, or says which limit refuses it and

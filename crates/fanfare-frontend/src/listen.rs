@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::{Buf, Bytes};
-use fanfare_model::{sse, Position, VideoId};
 use fanfare_telemetry::Limit;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -32,7 +31,7 @@ use crate::limits::{
     MIN_HEAD_BYTES,
 };
 use crate::problem::ApiError;
-use crate::viewer::ViewerStream;
+use crate::stream::{StreamParts, StreamRoute};
 use crate::Shared;
 
 /// How long shutdown waits for API connections to finish their request.
@@ -114,16 +113,32 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// What a viewer stream request asks for. Holds a token (header, query or cookie) for a
-/// private video: not `Debug`, and never logged.
-struct StreamRequest {
-    video: String,
-    query_last_event_id: Option<String>,
-    header_last_event_id: Option<Vec<u8>>,
+/// A viewer stream request as read off the socket. Holds a token (header, query or cookie)
+/// for a private video: not `Debug`, and never logged.
+struct RawStream {
+    /// The percent-decoded video id of `/v1/videos/{id}/events`; `None` for `/v1/events`.
+    video: Option<String>,
+    query: Option<String>,
+    last_event_id: Option<Vec<u8>>,
     accept: Option<Vec<u8>>,
     authorization: Option<Vec<u8>>,
-    query_access_token: Option<String>,
     cookie: Option<Vec<u8>>,
+}
+
+impl RawStream {
+    fn parts(&self) -> StreamParts<'_> {
+        StreamParts {
+            route: match &self.video {
+                Some(video) => StreamRoute::Video(video),
+                None => StreamRoute::Videos,
+            },
+            query: self.query.as_deref(),
+            accept: self.accept.as_deref(),
+            last_event_id: self.last_event_id.as_deref(),
+            authorization: self.authorization.as_deref(),
+            cookie: self.cookie.as_deref(),
+        }
+    }
 }
 
 /// Serves one connection, holding its `slot` until it closes.
@@ -307,9 +322,10 @@ fn find_head_end(head: &[u8], from: usize) -> Option<usize> {
         .map(|at| from + at + 4)
 }
 
-/// The request, if it is a viewer stream: `GET /v1/videos/{id}/events[?query]` with no body.
-/// Anything unusual (another method or path, a body, a malformed head) goes to hyper.
-fn stream_request(head: &[u8]) -> Option<StreamRequest> {
+/// The request, if it is a viewer stream: `GET /v1/videos/{id}/events[?query]` or
+/// `GET /v1/events[?query]`, with no body. Anything unusual (another method or path, a body, a
+/// malformed head) goes to hyper.
+fn stream_request(head: &[u8]) -> Option<RawStream> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(_) = request.parse(head).ok()? else {
@@ -322,14 +338,23 @@ fn stream_request(head: &[u8]) -> Option<StreamRequest> {
         Some((path, query)) => (path, Some(query)),
         None => (request.path?, None),
     };
-    let video = path.strip_prefix("/v1/videos/")?.strip_suffix("/events")?;
-    if video.contains('/') {
-        return None;
-    }
-    let mut header_last_event_id = None;
-    let mut accept = None;
-    let mut authorization = None;
-    let mut cookie = None;
+    let video = if path == "/v1/events" {
+        None
+    } else {
+        let video = path.strip_prefix("/v1/videos/")?.strip_suffix("/events")?;
+        if video.contains('/') {
+            return None;
+        }
+        Some(percent_decode(video)?)
+    };
+    let mut raw = RawStream {
+        video,
+        query: query.map(str::to_owned),
+        last_event_id: None,
+        accept: None,
+        authorization: None,
+        cookie: None,
+    };
     for header in request.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length")
@@ -338,31 +363,16 @@ fn stream_request(head: &[u8]) -> Option<StreamRequest> {
             return None;
         }
         if name.eq_ignore_ascii_case("last-event-id") {
-            header_last_event_id = Some(header.value.to_vec());
+            raw.last_event_id = Some(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("accept") {
-            accept = Some(header.value.to_vec());
+            raw.accept = Some(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(header.value.to_vec());
+            raw.authorization = Some(header.value.to_vec());
         } else if name.eq_ignore_ascii_case("cookie") {
-            cookie = Some(header.value.to_vec());
+            raw.cookie = Some(header.value.to_vec());
         }
     }
-    let query_value = |wanted: &str| {
-        query.and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == wanted)
-                .map(|(_, value)| value.into_owned())
-        })
-    };
-    Some(StreamRequest {
-        video: percent_decode(video)?,
-        query_last_event_id: query_value("last_event_id"),
-        header_last_event_id,
-        accept,
-        authorization,
-        query_access_token: query_value(crate::auth::TOKEN_QUERY_PARAM),
-        cookie,
-    })
+    Some(raw)
 }
 
 fn percent_decode(raw: &str) -> Option<String> {
@@ -373,20 +383,30 @@ fn percent_decode(raw: &str) -> Option<String> {
 }
 
 /// Opens the viewer's stream and writes it until the viewer leaves or the stream ends.
-async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc<Shared>) {
-    let opened = open(&request, &shared.auth);
+async fn serve_viewer(mut stream: TcpStream, request: RawStream, shared: Arc<Shared>) {
+    let checked = crate::stream::check(
+        &request.parts(),
+        &shared.auth,
+        shared.settings.limits.max_videos_per_connection,
+    );
     // The token is checked; drop it (and the rest of the request) before streaming for hours.
     drop(request);
-    let (video, resume_from) = match opened {
-        Ok(opened) => opened,
+    // Boxed: opening (history reads, replay) is a large future the write loop does not need.
+    let opened = match checked {
+        Ok(checked) => Box::pin(crate::viewer::open(&shared, checked)).await,
+        Err(error) => Err(error),
+    };
+    let viewer = match opened {
+        Ok(viewer) => viewer,
         Err(error) => {
+            if let Some(limit) = error.limit() {
+                shared.metrics.limited(limit);
+            }
             // Boxed: a refusal's future must not size every viewer's task.
             Box::pin(write_problem(&mut stream, error)).await;
             return;
         }
     };
-    // Boxed: opening (history reads, replay) is a large future the write loop does not need.
-    let viewer = Box::pin(ViewerStream::open(shared.clone(), video, resume_from)).await;
     let bytes = shared.settings.viewer_send_buffer;
     if bytes > 0 {
         // A fixed socket send buffer bounds the kernel memory a viewer that stops reading can
@@ -395,27 +415,26 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
             tracing::debug!(%error, "cannot set a viewer's send buffer");
         }
     }
-    let mut head = Vec::with_capacity(192);
-    head.extend_from_slice(
+    let crate::viewer::Viewer {
+        mut connection,
+        guard: _guard,
+    } = viewer;
+    let mut head = Some(Bytes::from_static(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
           x-accel-buffering: no\r\ntransfer-encoding: chunked\r\n\r\n",
-    );
-    let mut preamble = Vec::with_capacity(32);
-    sse::write_retry(&mut preamble, shared.settings.retry_hint.as_millis() as u64);
-    let mut writer = viewer.into_writer(Bytes::from(preamble));
-    let mut head = Some(Bytes::from(head));
+    ));
     let mut probe = [0u8; 64];
     loop {
         let chunk = tokio::select! {
             biased;
-            chunk = writer.next_chunk() => chunk,
+            chunk = connection.next_chunk() => chunk,
             read = stream.read(&mut probe) => match read {
                 // The viewer went away (or sent something it should not have).
                 Ok(0) | Err(_) => break,
                 Ok(_) => continue,
             },
         };
-        let Some(chunk) = chunk else {
+        let Some(mut chunk) = chunk else {
             // The stream ended (shutdown, or the viewer fell too far behind): close cleanly.
             let _ = stream.write_all(b"0\r\n\r\n").await;
             break;
@@ -423,20 +442,23 @@ async fn serve_viewer(mut stream: TcpStream, request: StreamRequest, shared: Arc
         if chunk.is_empty() {
             continue;
         }
-        let mut size = [0u8; 20];
-        let size = chunk_size_line(&mut size, chunk.len());
-        let mut out = head
-            .take()
-            .unwrap_or_default()
-            .chain(size)
-            .chain(chunk)
-            .chain(&b"\r\n"[..]);
-        if write_watching_lag(&mut stream, &mut out, &mut writer)
+        let mut size = Vec::with_capacity(20);
+        chunk_size_line(&mut size, chunk.len());
+        chunk.push_front(Bytes::from(size));
+        if let Some(head) = head.take() {
+            chunk.push_front(head);
+        }
+        chunk.push(Bytes::from_static(b"\r\n"));
+        if write_watching_lag(&mut stream, &mut chunk, &mut connection)
             .await
             .is_err()
         {
             break;
         }
+    }
+    let lagged = connection.lagged();
+    if lagged > 0 {
+        shared.metrics.viewer_lagged(lagged);
     }
     let _ = stream.shutdown().await;
 }
@@ -451,11 +473,11 @@ const STUCK_CHECK: Duration = Duration::from_millis(250);
 async fn write_watching_lag<B: Buf>(
     stream: &mut TcpStream,
     buf: &mut B,
-    writer: &mut crate::viewer::Writer,
+    writer: &mut fanfare_engine::Connection,
 ) -> io::Result<()> {
     // Most writes go straight into the socket buffer: no timer, no future for those.
     while buf.has_remaining() {
-        let mut slices = [io::IoSlice::new(&[]); 4];
+        let mut slices = [io::IoSlice::new(&[]); MAX_IO_SLICES];
         let count = buf.chunks_vectored(&mut slices);
         match stream.try_write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -465,8 +487,9 @@ async fn write_watching_lag<B: Buf>(
         }
     }
     while buf.has_remaining() {
-        // `write_buf` keeps its progress in `buf`, so a timed-out attempt loses nothing.
-        match tokio::time::timeout(STUCK_CHECK, write_buf(stream, buf)).await {
+        // `write_buf` keeps its progress in `buf`, so a timed-out attempt loses nothing. Boxed:
+        // a write that waits is rare, and its slices must not size every viewer's task.
+        match tokio::time::timeout(STUCK_CHECK, Box::pin(write_buf(stream, buf))).await {
             Ok(written) => return written,
             Err(_) if writer.is_lagging() => {
                 writer.cut_off_stuck();
@@ -478,20 +501,19 @@ async fn write_watching_lag<B: Buf>(
     Ok(())
 }
 
-/// Writes the chunk-size line of a `len`-byte chunk into `buf` (no allocation per write).
-fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+/// Appends the chunk-size line of a `len`-byte chunk to `out`.
+fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
     use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // 16 hex digits and CRLF always fit in 20 bytes.
-    let _ = write!(cursor, "{len:x}\r\n");
-    let end = cursor.position() as usize;
-    &buf[..end]
+    let _ = write!(out, "{len:x}\r\n");
 }
+
+/// Slices handed to one vectored write (the kernel takes up to 1024).
+const MAX_IO_SLICES: usize = 64;
 
 /// Writes all of `buf`, vectored where the socket takes it.
 async fn write_buf<B: Buf>(stream: &mut TcpStream, buf: &mut B) -> io::Result<()> {
     while buf.has_remaining() {
-        let mut slices = [io::IoSlice::new(&[]); 4];
+        let mut slices = [io::IoSlice::new(&[]); MAX_IO_SLICES];
         let count = buf.chunks_vectored(&mut slices);
         let written = stream.write_vectored(&slices[..count]).await?;
         if written == 0 {
@@ -500,32 +522,6 @@ async fn write_buf<B: Buf>(stream: &mut TcpStream, buf: &mut B) -> io::Result<()
         buf.advance(written);
     }
     Ok(())
-}
-
-/// The checks the router's handler makes, on the raw request.
-fn open(
-    request: &StreamRequest,
-    auth: &crate::auth::Gate,
-) -> Result<(VideoId, Option<Position>), ApiError> {
-    let video = VideoId::parse(&request.video)?;
-    if let Some(accept) = &request.accept {
-        let accept = std::str::from_utf8(accept).map_err(|_| ApiError::NotAcceptable)?;
-        if !crate::http::accepts_media(accept) {
-            return Err(ApiError::NotAcceptable);
-        }
-    }
-    // Checked on every open, a resume (Last-Event-ID) included.
-    auth.viewer(
-        &video,
-        request.authorization.as_deref(),
-        request.query_access_token.as_deref(),
-        request.cookie.as_deref(),
-    )?;
-    let resume_from = crate::http::resume_position(
-        request.header_last_event_id.as_deref(),
-        request.query_last_event_id.as_deref(),
-    )?;
-    Ok((video, resume_from))
 }
 
 /// Answers a refused viewer request with its problem body and closes.
@@ -629,13 +625,18 @@ mod tests {
     fn viewer_requests_are_recognised_and_everything_else_is_not() {
         let head = b"GET /v1/videos/talk-1/events?last_event_id=dc1%3A3&access_token=t.o.k HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: dc1:4\r\nAuthorization: Bearer a.b.c\r\nCookie: fanfare_token=c.o.k\r\n\r\n";
         let request = stream_request(head).expect("a viewer request");
-        assert_eq!(request.video, "talk-1");
-        assert_eq!(request.query_last_event_id.as_deref(), Some("dc1:3"));
-        assert_eq!(request.query_access_token.as_deref(), Some("t.o.k"));
+        assert_eq!(request.video.as_deref(), Some("talk-1"));
+        assert_eq!(
+            request.query.as_deref(),
+            Some("last_event_id=dc1%3A3&access_token=t.o.k")
+        );
         assert_eq!(request.authorization.as_deref(), Some(&b"Bearer a.b.c"[..]));
         assert_eq!(request.cookie.as_deref(), Some(&b"fanfare_token=c.o.k"[..]));
-        assert_eq!(request.header_last_event_id.as_deref(), Some(&b"dc1:4"[..]));
+        assert_eq!(request.last_event_id.as_deref(), Some(&b"dc1:4"[..]));
         assert_eq!(request.accept.as_deref(), Some(&b"text/event-stream"[..]));
+        let multi = stream_request(b"GET /v1/events?videos=a,b HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(multi.video, None);
+        assert_eq!(multi.query.as_deref(), Some("videos=a,b"));
 
         for other in [
             &b"POST /v1/videos/v/events HTTP/1.1\r\nHost: x\r\n\r\n"[..],
@@ -644,6 +645,8 @@ mod tests {
             b"GET /v1/videos/v/events HTTP/1.0\r\n\r\n",
             b"GET /v1/videos/v/events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /healthz HTTP/1.1\r\n\r\n",
+            b"GET /v1/events/x HTTP/1.1\r\n\r\n",
+            b"POST /v1/events HTTP/1.1\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
             assert!(
@@ -656,9 +659,12 @@ mod tests {
 
     #[test]
     fn chunk_size_lines_are_hex_with_crlf() {
-        let mut buf = [0u8; 20];
-        assert_eq!(chunk_size_line(&mut buf, 0x1a2), b"1a2\r\n");
-        assert_eq!(chunk_size_line(&mut buf, usize::MAX).len(), 18);
+        let mut line = Vec::new();
+        chunk_size_line(&mut line, 0x1a2);
+        assert_eq!(line, b"1a2\r\n");
+        line.clear();
+        chunk_size_line(&mut line, usize::MAX);
+        assert_eq!(line.len(), 18);
     }
 
     #[test]
@@ -689,7 +695,7 @@ mod task_size {
     fn a_viewer_connection_task_stays_small() {
         let connection = future_size6(connection);
         let viewer = future_size3(serve_viewer);
-        let writer = std::mem::size_of::<crate::viewer::Writer>();
+        let writer = std::mem::size_of::<fanfare_engine::Connection>();
         eprintln!("connection {connection} B, serve_viewer {viewer} B, writer {writer} B");
         assert!(
             connection <= 1024,

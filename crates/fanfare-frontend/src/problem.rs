@@ -45,6 +45,14 @@ pub enum ApiError {
     FrontendFull,
     #[error("the request head is larger than {limit} bytes")]
     HeaderTooLarge { limit: usize },
+    #[error("a stream follows at most {limit} videos")]
+    TooManyVideos { limit: usize },
+    #[error("this connection would follow more than {limit} videos; remove some first")]
+    SubscriptionLimit { limit: usize },
+    #[error("no open connection with this id on this frontend")]
+    UnknownConnection,
+    #[error("this connection belongs to another user")]
+    ConnectionOwnerMismatch,
 }
 
 /// What a rate limit refused, as a client reads it.
@@ -54,6 +62,7 @@ fn rate_limited_what(limit: Limit) -> &'static str {
         Limit::LikeAddressRate => "too many likes from this address",
         Limit::CommentUserRate => "too many comments from this user",
         Limit::CommentAddressRate => "too many comments from this address",
+        Limit::SubscriptionAddressRate => "too many subscription changes from this address",
         _ => "too many requests",
     }
 }
@@ -147,6 +156,24 @@ impl ApiError {
                 "user-id-mismatch",
                 "User id differs from the token",
             ),
+            ApiError::TooManyVideos { .. } => (
+                StatusCode::BAD_REQUEST,
+                "too-many-videos",
+                "Too many videos",
+            ),
+            ApiError::SubscriptionLimit { .. } => {
+                (StatusCode::CONFLICT, "too-many-videos", "Too many videos")
+            }
+            ApiError::UnknownConnection => (
+                StatusCode::NOT_FOUND,
+                "unknown-connection",
+                "Unknown connection",
+            ),
+            ApiError::ConnectionOwnerMismatch => (
+                StatusCode::FORBIDDEN,
+                "connection-owner-mismatch",
+                "Connection of another user",
+            ),
         }
     }
 
@@ -159,6 +186,9 @@ impl ApiError {
             ApiError::TooManyConnections => Some(Limit::AddressConnections),
             ApiError::FrontendFull => Some(Limit::Connections),
             ApiError::HeaderTooLarge { .. } => Some(Limit::HeaderSize),
+            ApiError::TooManyVideos { .. } | ApiError::SubscriptionLimit { .. } => {
+                Some(Limit::VideosPerConnection)
+            }
             _ => None,
         }
     }

@@ -31,6 +31,18 @@ pub struct Settings {
     /// counts. A comment always carries the likes before it, whatever this is.
     #[serde(with = "humantime_serde")]
     pub likes_every: Duration,
+    /// A video's `viewers` event goes to its viewers at most this often (and only when the
+    /// count changed).
+    #[serde(with = "humantime_serde")]
+    pub viewers_every: Duration,
+    /// How often this frontend reports changed viewer counts to the other frontends (at
+    /// most; nothing is sent when nothing changed).
+    #[serde(with = "humantime_serde")]
+    pub viewer_report_every: Duration,
+    /// A report is sent at least this often, empty when nothing changed: three missed ones
+    /// mark this frontend's counts as partial elsewhere.
+    #[serde(with = "humantime_serde")]
+    pub viewer_heartbeat: Duration,
     /// `retry:` hint sent to viewers: how long a browser waits before reconnecting.
     #[serde(with = "humantime_serde")]
     pub retry_hint: Duration,
@@ -71,6 +83,9 @@ impl Default for Settings {
             interest_ttl: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             likes_every: Duration::from_millis(100),
+            viewers_every: Duration::from_secs(1),
+            viewer_report_every: Duration::from_millis(250),
+            viewer_heartbeat: Duration::from_secs(1),
             retry_hint: Duration::from_secs(2),
             viewer_buffer: 1024,
             viewer_send_buffer: 256 * 1024,
@@ -97,6 +112,18 @@ impl Settings {
         if self.likes_every < Duration::from_millis(1) || self.likes_every > Duration::from_secs(10)
         {
             return Err("likes_every: must be 1ms to 10s".to_owned());
+        }
+        if self.viewers_every < Duration::from_millis(100)
+            || self.viewer_report_every < Duration::from_millis(10)
+            || self.viewer_heartbeat < Duration::from_millis(100)
+        {
+            return Err(
+                "viewers_every, viewer_heartbeat: at least 100ms; viewer_report_every: at least 10ms"
+                    .to_owned(),
+            );
+        }
+        if self.viewer_heartbeat * 3 > self.interest_ttl {
+            return Err("viewer_heartbeat: three of them must fit in interest_ttl".to_owned());
         }
         if self.keepalive < Duration::from_millis(100) {
             return Err("keepalive: must be at least 100ms".to_owned());

@@ -139,6 +139,26 @@ pub struct InvalidPosition {
     reason: &'static str,
 }
 
+impl InvalidPosition {
+    pub(crate) fn new(reason: &'static str) -> Self {
+        Self { reason }
+    }
+
+    /// A position that parses but cannot be used where it was given (`reason` says why).
+    pub fn unusable(reason: &'static str) -> Self {
+        Self { reason }
+    }
+}
+
+/// One sequence of a position: plain decimal ASCII digits (no sign, no space), a `u64`.
+pub(crate) fn parse_seq(seq: &str) -> Result<u64, InvalidPosition> {
+    let digits_only = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+    match seq.parse() {
+        Ok(seq) if digits_only => Ok(seq),
+        _ => Err(InvalidPosition::new("bad sequence number")),
+    }
+}
+
 /// Bound on origins in one position, so that a hostile `Last-Event-ID` cannot cost much to parse.
 const POSITION_MAX_ORIGINS: usize = 64;
 
@@ -226,15 +246,7 @@ impl FromStr for Position {
                     reason: "bad origin name",
                 });
             }
-            let digits_only = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
-            let seq: u64 = match seq.parse() {
-                Ok(seq) if digits_only => seq,
-                _ => {
-                    return Err(InvalidPosition {
-                        reason: "bad sequence number",
-                    })
-                }
-            };
+            let seq = parse_seq(seq)?;
             if position.seqs.insert(origin.to_owned(), seq).is_some() {
                 return Err(InvalidPosition {
                     reason: "origin listed twice",

@@ -12,11 +12,20 @@
 //!
 //! This crate depends on nothing else of fanfare, so that every other crate can share it.
 
+mod connection_position;
+pub mod events;
 mod ids;
 pub mod names;
 mod payload;
 pub mod sse;
 
+pub use connection_position::{
+    write_connection_position, ConnectionPosition, CONNECTION_POSITION_MAX_LEN,
+    CONNECTION_POSITION_MAX_VIDEOS, CONNECTION_POSITION_TAG,
+};
+pub use events::{
+    ConnectionEvent, DisconnectEvent, ResetEvent, SubscriptionsEvent, TotalEvent, ViewersEvent,
+};
 pub use ids::{
     InvalidMessageId, InvalidPosition, InvalidVideoId, MessageId, Position, VideoId,
     MESSAGE_ID_MAX_LEN, POSITION_MAX_LEN, VIDEO_ID_MAX_LEN,
@@ -24,5 +33,5 @@ pub use ids::{
 pub use payload::{
     check_comment_text, check_user_id, unix_millis, Comment, CommentRequest, Delivery,
     DeliveryPayload, FrontendBatch, Interaction, InvalidBody, LikeBatch, LikeRequest, LikesEvent,
-    COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
+    ViewerReport, COMMENT_TEXT_MAX_CHARS, USER_ID_MAX_LEN,
 };

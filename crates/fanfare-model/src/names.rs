@@ -137,28 +137,72 @@ pub fn dispatch_consumer(partition: u16) -> String {
 /// partition to one dispatcher at a time.
 pub const DISPATCH_GROUP: &str = "dispatch";
 
-/// Key-value bucket of `dc`'s subscription table: key `<video>.<frontend>` exists while that
-/// frontend has viewers of that video.
+/// Key-value bucket of `dc`'s subscription table: per frontend one lease key, and one interest
+/// key per video that frontend has viewers of (see [`SubscriptionKey`]).
 pub fn subscription_bucket(dc: &str) -> String {
     debug_check(&[dc]);
     format!("SUBS_{dc}")
 }
 
+/// A key of the subscription table, as written by frontends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionKey<'a> {
+    /// `v.<video>.<frontend>`: the frontend has viewers of the video. Its value is the epoch of
+    /// the frontend's lease it was written under; it holds only while that lease is alive.
+    Interest { video: VideoId, frontend: &'a str },
+    /// `f.<frontend>`: the frontend's lease, refreshed every third of `interest_ttl` and gone
+    /// (by the key's own TTL) when the frontend stops refreshing it. Its value is the epoch.
+    Lease { frontend: &'a str },
+}
+
 /// Key of one frontend's interest in one video.
 pub fn interest_key(video: &VideoId, frontend: &str) -> String {
     debug_check(&[frontend]);
-    format!("{video}.{frontend}")
+    format!("v.{video}.{frontend}")
 }
 
-/// Splits an interest key back into video and frontend; None for keys fanfare did not write.
-pub fn parse_interest_key(key: &str) -> Option<(VideoId, &str)> {
-    let (video, frontend) = key.split_once('.')?;
+/// Every interest key of `frontend`, as a filter of the bucket's keys.
+pub fn interest_keys_of(frontend: &str) -> String {
+    debug_check(&[frontend]);
+    format!("v.*.{frontend}")
+}
+
+/// Key of one frontend's lease.
+pub fn lease_key(frontend: &str) -> String {
+    debug_check(&[frontend]);
+    format!("f.{frontend}")
+}
+
+/// Splits a subscription-table key; None for keys fanfare did not write.
+pub fn parse_subscription_key(key: &str) -> Option<SubscriptionKey<'_>> {
+    if let Some(frontend) = key.strip_prefix("f.") {
+        return is_valid_name(frontend).then_some(SubscriptionKey::Lease { frontend });
+    }
+    let (video, frontend) = key.strip_prefix("v.")?.split_once('.')?;
     let video = VideoId::parse(video).ok()?;
     if !is_valid_name(frontend) {
         return None;
     }
-    Some((video, frontend))
+    Some(SubscriptionKey::Interest { video, frontend })
 }
+
+/// Core NATS subject a frontend reports its viewer counts on (see the frontend's `counts`).
+pub fn viewer_report(dc: &str, frontend: &str) -> String {
+    debug_check(&[dc, frontend]);
+    format!("fanfare.viewers.report.{dc}.{frontend}")
+}
+
+/// Every frontend's viewer reports, in every datacenter.
+pub const VIEWER_REPORTS: &str = "fanfare.viewers.report.>";
+
+/// Core NATS subject that asks one frontend to send all its viewer counts again.
+pub fn viewer_sync(dc: &str, frontend: &str) -> String {
+    debug_check(&[dc, frontend]);
+    format!("fanfare.viewers.sync.{dc}.{frontend}")
+}
+
+/// Every frontend's sync subject: what any frontend may ask.
+pub const VIEWER_SYNCS: &str = "fanfare.viewers.sync.*.*";
 
 /// Key-value bucket of `dc`'s like totals per video, written by the dispatcher that owns the
 /// video's partition.
@@ -244,12 +288,39 @@ mod tests {
     }
 
     #[test]
-    fn interest_key_round_trips() {
+    fn subscription_keys_round_trip() {
         let video = VideoId::parse("v1").unwrap();
         let key = interest_key(&video, "dc1-fe1");
-        assert_eq!(parse_interest_key(&key), Some((video, "dc1-fe1")));
-        assert_eq!(parse_interest_key("nodot"), None);
-        assert_eq!(parse_interest_key("v1.fe,1"), None);
+        assert_eq!(
+            parse_subscription_key(&key),
+            Some(SubscriptionKey::Interest {
+                video,
+                frontend: "dc1-fe1"
+            })
+        );
+        assert_eq!(
+            parse_subscription_key(&lease_key("dc1-fe1")),
+            Some(SubscriptionKey::Lease {
+                frontend: "dc1-fe1"
+            })
+        );
+        // A video may be called `f`: its keys still say which is which.
+        let f = VideoId::parse("f").unwrap();
+        assert!(matches!(
+            parse_subscription_key(&interest_key(&f, "fe")),
+            Some(SubscriptionKey::Interest { .. })
+        ));
+        for other in [
+            "nodot",
+            "v1.fe1",
+            "v.v1.fe,1",
+            "f.Fe",
+            "v.a.b.c",
+            "f.",
+            "x.v.fe",
+        ] {
+            assert_eq!(parse_subscription_key(other), None, "{other}");
+        }
     }
 
     #[test]

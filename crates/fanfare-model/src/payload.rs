@@ -249,6 +249,25 @@ impl From<Interaction> for DeliveryPayload {
     }
 }
 
+/// One frontend's viewer counts, as it reports them to every other frontend (core NATS,
+/// `fanfare.viewers.report.<dc>.<frontend>`).
+///
+/// Reports of one frontend instance (`epoch`) are numbered (`seq`); a receiver that sees a gap
+/// or a new epoch asks for a full report. A full report replaces what the receiver knew of the
+/// frontend; the others set the counts they carry (0: no viewers any more). One with no
+/// counts is a heartbeat. A frontend that stops sends a full report with nothing in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerReport {
+    pub frontend: String,
+    pub dc: String,
+    pub epoch: String,
+    pub seq: u64,
+    /// Replaces everything known of this frontend (the first of the messages of a full report
+    /// split in several: the rest follow as ordinary reports).
+    pub full: bool,
+    pub counts: std::collections::BTreeMap<VideoId, u64>,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
     SystemTime::now()

@@ -21,8 +21,16 @@
 /// Stands for a character a single-line field cannot hold.
 const REPLACEMENT: char = '\u{FFFD}';
 
-/// Appends one event: `event:`, optional `id:`, `data:` lines and the blank line.
+/// Appends one event: `event:`, optional `id:`, `data:` lines and the blank line. The same as
+/// [`write_event_head`] followed by [`write_event_data`].
 pub fn write_event(out: &mut Vec<u8>, event: &str, id: Option<&str>, data: &str) {
+    write_event_head(out, event, id);
+    write_event_data(out, data);
+}
+
+/// Appends the first part of an event, its `event:` and optional `id:` lines: what differs
+/// between viewers of one comment when their ids differ, while the data part is shared.
+pub fn write_event_head(out: &mut Vec<u8>, event: &str, id: Option<&str>) {
     out.extend_from_slice(b"event: ");
     push_single_line(out, event);
     out.push(b'\n');
@@ -31,6 +39,11 @@ pub fn write_event(out: &mut Vec<u8>, event: &str, id: Option<&str>, data: &str)
         push_single_line(out, id);
         out.push(b'\n');
     }
+}
+
+/// Appends the rest of an event after [`write_event_head`]: the `data:` lines and the blank
+/// line that ends the event.
+pub fn write_event_data(out: &mut Vec<u8>, data: &str) {
     for line in split_lines(data) {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line.as_bytes());

@@ -44,6 +44,10 @@ pub enum Limit {
     BodySize,
     /// Length of a comment's text.
     CommentLength,
+    /// A client address's rate of subscription changes (multi-video streams).
+    SubscriptionAddressRate,
+    /// Videos one stream follows.
+    VideosPerConnection,
 }
 
 impl Limit {
@@ -60,6 +64,8 @@ impl Limit {
             Limit::IdleTimeout => "idle_timeout",
             Limit::BodySize => "body_size",
             Limit::CommentLength => "comment_length",
+            Limit::SubscriptionAddressRate => "subscription_address_rate",
+            Limit::VideosPerConnection => "videos_per_connection",
         }
     }
 }
@@ -238,19 +244,24 @@ impl FrontendMetrics {
         metrics
     }
 
-    pub fn viewer_joined(&self, first_of_video: bool) {
+    /// A viewer stream (one video or several) opened.
+    pub fn stream_opened(&self) {
         self.connections.inc();
         self.viewers.inc();
-        if first_of_video {
-            self.videos.inc();
-        }
     }
 
-    pub fn viewer_left(&self, last_of_video: bool) {
+    pub fn stream_closed(&self) {
         self.viewers.dec();
-        if last_of_video {
-            self.videos.dec();
+    }
+
+    /// What the fan-out engine counts itself, read when metrics are scraped: events written
+    /// to viewers since start, and videos followed now.
+    pub fn engine(&self, events_written: u64, videos: usize) {
+        let counted = self.events_sent.get();
+        if events_written > counted {
+            self.events_sent.inc_by(events_written - counted);
         }
+        self.videos.set(videos as i64);
     }
 
     pub fn batch_received(&self, deliveries: usize, unwatched: usize, duplicates: usize) {
@@ -262,11 +273,6 @@ impl FrontendMetrics {
 
     pub fn batch_undecodable(&self, error: &dyn std::error::Error) {
         tracing::error!(%error, "dropping a dispatcher batch that does not decode");
-    }
-
-    /// Events written to one viewer in one write; counted once per write, not per event.
-    pub fn events_sent(&self, events: usize) {
-        self.events_sent.inc_by(events as u64);
     }
 
     pub fn viewer_lagged(&self, skipped: u64) {

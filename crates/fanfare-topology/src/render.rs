@@ -471,7 +471,7 @@ mod tests {
             format!("  authorization {{\n    user: \"fanfare_gateway\"\n    password: \"{gateway}\"\n"),
             format!("{{user: \"dc2-fe1\", password: \"{frontend}\", permissions: {{publish: {{allow: [\"fanfare.events.dc2.*.*\""),
             "{user: \"fanfare_admin\"".to_owned(),
-            "subscribe: {allow: [\"fanfare.dc2.fe.dc2-fe1\", \"_INBOX.dc2-fe1.>\"]}, allow_responses: true}".to_owned(),
+            "subscribe: {allow: [\"fanfare.dc2.fe.dc2-fe1\", \"_INBOX.dc2-fe1.>\", \"fanfare.viewers.report.>\", \"fanfare.viewers.sync.dc2.dc2-fe1\"]}, allow_responses: true}".to_owned(),
         ] {
             assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
         }

@@ -108,9 +108,19 @@ pub fn frontend_permissions(dc: &str, name: &str, origins: &[&str]) -> Permissio
     let mut publish = vec![
         // Interactions, stored with an ack (the ack comes back to the own inbox).
         names::origin_subjects(dc),
-        // Its own interest keys `<video>.<frontend>` only: put and delete.
-        format!("$KV.{subs}.*.{name}"),
+        // Its own lease `f.<frontend>` and interest keys `v.<video>.<frontend>` only: put
+        // and delete; and reading its lease back after a renewal's lost ack.
+        format!("$KV.{subs}.{}", names::lease_key(name)),
+        format!("$KV.{subs}.{}", names::interest_keys_of(name)),
         format!("$JS.API.STREAM.INFO.{}", kv_stream(&subs)),
+        format!(
+            "$JS.API.DIRECT.GET.{}.$KV.{subs}.{}",
+            kv_stream(&subs),
+            names::lease_key(name)
+        ),
+        // Viewer counts: its own reports, and asking any frontend for a full one.
+        names::viewer_report(dc, name),
+        names::VIEWER_SYNCS.to_owned(),
         // Like totals, read only.
         format!("$JS.API.STREAM.INFO.{}", kv_stream(&totals)),
         format!("$JS.API.DIRECT.GET.{}", kv_stream(&totals)),
@@ -121,9 +131,16 @@ pub fn frontend_permissions(dc: &str, name: &str, origins: &[&str]) -> Permissio
         format!("$JS.API.DIRECT.GET.{fanout}.>"),
     ];
     publish.extend(per_origin("STREAM.MSG.GET", origins));
+    // Probing whether a silent frontend's datacenter answers (see the frontend's counts).
+    publish.extend(per_origin("STREAM.INFO", origins));
     Permissions {
         publish,
-        subscribe: vec![names::frontend_inbox(dc, name), own_inbox(name)],
+        subscribe: vec![
+            names::frontend_inbox(dc, name),
+            own_inbox(name),
+            names::VIEWER_REPORTS.to_owned(),
+            names::viewer_sync(dc, name),
+        ],
         // Confirms each dispatcher batch by answering its request.
         allow_responses: true,
     }
@@ -146,6 +163,8 @@ pub fn dispatcher_permissions(dc: &str, name: &str, origins: &[&str]) -> Permiss
         // A watch that fails deletes its consumer before making a new one.
         format!("$JS.API.CONSUMER.DELETE.{subs}.*"),
         format!("$JS.FC.{subs}.>"),
+        // Deleting interest keys a dead frontend left behind (compare-and-set on revision).
+        format!("$KV.{}.v.>", names::subscription_bucket(dc)),
         // Like totals: read, create and update (compare-and-set).
         format!("$JS.API.STREAM.INFO.{totals}"),
         format!("$JS.API.DIRECT.GET.{totals}"),
@@ -548,12 +567,27 @@ mod tests {
         assert!(frontend
             .publish
             .contains(&"fanfare.events.dc1.*.*".to_owned()));
+        for own in ["$KV.SUBS_dc1.f.dc1-fe1", "$KV.SUBS_dc1.v.*.dc1-fe1"] {
+            assert!(frontend.publish.contains(&own.to_owned()), "{own}");
+        }
+        assert!(
+            !frontend
+                .publish
+                .iter()
+                .any(|s| s.starts_with("$KV.SUBS_dc1.") && !s.ends_with("dc1-fe1")),
+            "no other frontend's keys"
+        );
         assert!(frontend
             .publish
-            .contains(&"$KV.SUBS_dc1.*.dc1-fe1".to_owned()));
+            .contains(&"fanfare.viewers.report.dc1.dc1-fe1".to_owned()));
         assert_eq!(
             frontend.subscribe,
-            ["fanfare.dc1.fe.dc1-fe1", "_INBOX.dc1-fe1.>"]
+            [
+                "fanfare.dc1.fe.dc1-fe1",
+                "_INBOX.dc1-fe1.>",
+                "fanfare.viewers.report.>",
+                "fanfare.viewers.sync.dc1.dc1-fe1"
+            ]
         );
         assert!(frontend.allow_responses);
         assert!(!frontend.publish.iter().any(|s| s.contains("STREAM.DELETE")
@@ -567,6 +601,10 @@ mod tests {
             .publish
             .contains(&"$JS.API.STREAM.INFO.EVENTS_dc1".to_owned()));
         assert!(dispatcher.publish.contains(&"fanfare.dc2.fe.*".to_owned()));
+        assert!(
+            dispatcher.publish.contains(&"$KV.SUBS_dc2.v.>".to_owned()),
+            "clears stale interest keys, never leases"
+        );
         assert!(!dispatcher
             .publish
             .iter()

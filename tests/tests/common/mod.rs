@@ -117,6 +117,8 @@ pub struct Received {
     pub last_total: u64,
     pub comment_ids: Vec<String>,
     pub comments: Vec<Value>,
+    /// `viewers` events (every stream may get them as viewers come and go).
+    pub viewers: Vec<Value>,
     pub other: Vec<SseEvent>,
     /// How long the expected events took to arrive (set by [`receive_within`]).
     pub complete_after: Duration,
@@ -138,6 +140,7 @@ impl Received {
                         .push(data["comment_id"].as_str().unwrap_or_default().to_owned());
                     received.comments.push(data);
                 }
+                "viewers" => received.viewers.push(data),
                 _ => received.other.push(event.clone()),
             }
         }
