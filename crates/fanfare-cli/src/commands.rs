@@ -46,6 +46,12 @@ enum Command {
         #[command(subcommand)]
         command: TopologyCommand,
     },
+    /// Generate deployment files from a topology: NATS Helm values, kustomize manifests,
+    /// Compose, systemd units, alert rules and a dashboard.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
     /// Create the streams, consumers and buckets of a topology on running NATS servers.
     Provision {
         #[arg(default_value = DEFAULT_TOPOLOGY)]
@@ -318,6 +324,23 @@ enum CutMode {
 }
 
 #[derive(Subcommand)]
+enum DeployCommand {
+    /// Write OUT/helm, OUT/kubernetes, OUT/compose, OUT/hosts and OUT/monitoring (emptied
+    /// first); nothing secret unless --with-secrets, which also writes OUT/secrets (kept
+    /// passwords are never replaced).
+    Render {
+        #[arg(default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the passwords, auth keys, TLS files and the env files and Secret
+        /// kustomizations that hand them over, under OUT/secrets.
+        #[arg(long)]
+        with_secrets: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopologyCommand {
     /// Check a topology file; errors name the file, the field and the problem.
     Check {
@@ -365,6 +388,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quiet,
         } => up(&topology, run_dir, nats_server, quiet).await,
         Command::Topology { command } => topology_command(command),
+        Command::Deploy {
+            command:
+                DeployCommand::Render {
+                    topology,
+                    out,
+                    with_secrets,
+                },
+        } => {
+            let loaded = Topology::load(&topology)?;
+            let options = fanfare_deploy::RenderOptions { with_secrets };
+            let written = fanfare_deploy::render(&loaded, &out, options)?;
+            println!(
+                "{}: {} files in {}",
+                topology.display(),
+                written.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Chaos {
             run_dir,
             topology,

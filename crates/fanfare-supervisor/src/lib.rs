@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fanfare_deploy::nodes::{self, Placement};
 use fanfare_fabric::{DispatchTuning, Layout, NatsSettings};
 use fanfare_topology::{NatsSecrets, Topology};
 use serde::Serialize;
@@ -84,8 +85,8 @@ pub struct UpOptions {
     pub nats_server: PathBuf,
     /// The `fanfare` binary that runs dispatchers and frontends.
     pub fanfare_bin: PathBuf,
-    /// Settings every frontend starts from; name, dc, address, NATS urls, the interest TTL
-    /// and `[auth]` come from the topology.
+    /// Settings every frontend starts from; name, dc, address, NATS urls and what the
+    /// topology decides (see [`fanfare_deploy::nodes`]) come from the topology.
     pub frontend: fanfare_frontend::Settings,
     /// Settings every dispatcher starts from, filled in the same way.
     pub dispatcher: fanfare_dispatcher::Settings,
@@ -239,12 +240,12 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
 
     for dc in &topology.datacenters {
         for node in &dc.dispatchers {
-            let mut settings = options.dispatcher.clone();
-            settings.name = node.name.clone();
-            settings.dc = dc.name.clone();
-            settings.admin = node.admin;
-            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
-            settings.partitions = topology.settings.partitions;
+            let placement = Placement {
+                listen: node.admin,
+                nats: running.nats_settings(&dc.name, &node.name, options.dispatcher.nats.clone()),
+            };
+            let settings =
+                nodes::dispatcher_settings(topology, node, options.dispatcher.clone(), placement);
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(
                 &node.name,
@@ -254,16 +255,12 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             )?;
         }
         for node in &dc.frontends {
-            let mut settings = options.frontend.clone();
-            settings.name = node.name.clone();
-            settings.dc = dc.name.clone();
-            settings.listen = node.listen;
-            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
-            settings.interest_ttl = topology.settings.interest_ttl;
-            if topology.settings.frontend_limits == fanfare_topology::FrontendLimits::Unthrottled {
-                settings.limits = fanfare_frontend::LimitSettings::unthrottled();
-            }
-            settings.auth = topology.auth.clone();
+            let placement = Placement {
+                listen: node.listen,
+                nats: running.nats_settings(&dc.name, &node.name, options.frontend.nats.clone()),
+            };
+            let settings =
+                nodes::frontend_settings(topology, node, options.frontend.clone(), placement);
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
         }
