@@ -4,7 +4,8 @@
 //! where the service names resolve. The NATS configs are the topology's own
 //! (`fanfare-topology` renders them) with each server's host replaced by its service name, so
 //! servers bind their container's address and dial each other by name. Frontends publish their
-//! port on the host's loopback; nothing else is published.
+//! port on the host's loopback, NATS servers their client and monitor ports (so `fanfare
+//! provision TOPOLOGY` reaches them as the topology says); nothing else is published.
 //!
 //! Secrets come from `../secrets/` (written by `--with-secrets`): each datacenter's NATS
 //! servers read their passwords and route URLs from `secrets/compose/nats-<dc>.env`, nodes read
@@ -115,12 +116,11 @@ pub(crate) fn render(topology: &Topology, files: &mut Files) -> Result<(), Deplo
                 ));
             }
             service.push(("volumes".to_owned(), Doc::strs(mounts)));
+            // On the host's loopback: the client port for `fanfare provision`, the monitor port.
+            let ports = [server.client_port, server.monitor_port];
             service.push((
                 "ports".to_owned(),
-                Doc::strs([format!(
-                    "127.0.0.1:{port}:{port}",
-                    port = server.monitor_port
-                )]),
+                Doc::strs(ports.map(|port| format!("127.0.0.1:{port}:{port}"))),
             ));
             service.push(("restart".to_owned(), Doc::str("unless-stopped")));
             services.push((server.name.clone(), Doc::Map(service)));
@@ -130,67 +130,41 @@ pub(crate) fn render(topology: &Topology, files: &mut Files) -> Result<(), Deplo
             ));
         }
     }
+    let keys = keys_as_secrets(topology);
     for (dc, original) in compose.datacenters.iter().zip(&topology.datacenters) {
+        crate::write_node_configs(topology, original, files, &keys, |spot| crate::NodeFile {
+            path: format!("compose/nodes/{}.toml", spot.name),
+            placement: Placement {
+                listen: ([0, 0, 0, 0], spot.address.port()).into(),
+                nats: nats_settings(dc, spot.name),
+            },
+        })?;
         let depends = Doc::strs(dc.nats.iter().map(|server| server.name.clone()));
+        let tls_mount = || tls.is_some().then(tls_volume);
         for node in &original.dispatchers {
-            let settings = nodes::dispatcher_settings(
-                topology,
-                node,
-                fanfare_dispatcher::Settings::default(),
-                Placement {
-                    listen: ([0, 0, 0, 0], node.admin.port()).into(),
-                    nats: nats_settings(dc, &node.name),
-                },
-            );
-            write_node(
-                topology,
-                files,
-                &node.name,
-                &nodes::config_text(&node.name, &settings)?,
-            )?;
-            services.push((
-                node.name.clone(),
-                node_service(
-                    "dispatcher",
-                    &node.name,
-                    depends.clone(),
-                    secret_refs(&node.name, false),
-                    None,
-                    STOP_MARGIN_SECS * 2,
-                    tls.is_some().then(tls_volume),
-                ),
-            ));
+            let service = NodeService {
+                subcommand: "dispatcher",
+                node: &node.name,
+                depends_on: depends.clone(),
+                secrets: secret_refs(&node.name, false),
+                port: None,
+                stop_secs: STOP_MARGIN_SECS * 2,
+                tls_volume: tls_mount(),
+            };
+            services.push((node.name.clone(), service.doc()));
         }
         for node in &original.frontends {
-            let mut settings = nodes::frontend_settings(
-                topology,
-                node,
-                fanfare_frontend::Settings::default(),
-                Placement {
-                    listen: ([0, 0, 0, 0], node.listen.port()).into(),
-                    nats: nats_settings(dc, &node.name),
-                },
-            );
-            settings.auth = keys_as_secrets(topology);
-            write_node(
-                topology,
-                files,
-                &node.name,
-                &nodes::config_text(&node.name, &settings)?,
-            )?;
             let port = node.listen.port();
-            services.push((
-                node.name.clone(),
-                node_service(
-                    "frontend",
-                    &node.name,
-                    depends.clone(),
-                    secret_refs(&node.name, true),
-                    Some(format!("127.0.0.1:{port}:{port}")),
-                    frontend_stop_secs(topology),
-                    tls.is_some().then(tls_volume),
-                ),
-            ));
+            let service = NodeService {
+                subcommand: "frontend",
+                node: &node.name,
+                depends_on: depends.clone(),
+                secrets: secret_refs(&node.name, true),
+                port: Some(format!("127.0.0.1:{port}:{port}")),
+                stop_secs: frontend_stop_secs(topology),
+                tls_volume: tls_mount(),
+            };
+            services.push((node.name.clone(), service.doc()));
         }
     }
 
@@ -262,53 +236,43 @@ fn keys_as_secrets(topology: &Topology) -> fanfare_auth::AuthSettings {
     auth
 }
 
-fn write_node(
-    topology: &Topology,
-    files: &mut Files,
-    node: &str,
-    text: &str,
-) -> Result<(), DeployError> {
-    let header = crate::header(topology, &format!("Config of node {node} under Compose"));
-    files.write(
-        format!("compose/nodes/{node}.toml"),
-        &format!("{header}{text}"),
-    )
-}
-
-fn node_service(
-    subcommand: &str,
-    node: &str,
+/// One dispatcher's or frontend's service.
+struct NodeService<'a> {
+    subcommand: &'a str,
+    node: &'a str,
     depends_on: Doc,
     secrets: Doc,
     port: Option<String>,
     stop_secs: u64,
     tls_volume: Option<String>,
-) -> Doc {
-    let mut mounts = vec![format!("./nodes:{NODES_DIR}:ro")];
-    mounts.extend(tls_volume);
-    let mut service = vec![
-        ("image".to_owned(), Doc::str(format!("{IMAGE}:{IMAGE_TAG}"))),
-        (
-            "command".to_owned(),
-            Doc::strs([
-                subcommand.to_owned(),
-                "--config".to_owned(),
-                format!("{NODES_DIR}/{node}.toml"),
-            ]),
-        ),
-        ("volumes".to_owned(), Doc::strs(mounts)),
-        ("depends_on".to_owned(), depends_on),
-        (
-            "stop_grace_period".to_owned(),
-            Doc::str(format!("{stop_secs}s")),
-        ),
-        ("restart".to_owned(), Doc::str("unless-stopped")),
-    ];
-    if matches!(&secrets, Doc::List(items) if !items.is_empty()) {
-        service.push(("secrets".to_owned(), secrets));
+}
+
+impl NodeService<'_> {
+    fn doc(self) -> Doc {
+        let mut mounts = vec![format!("./nodes:{NODES_DIR}:ro")];
+        mounts.extend(self.tls_volume);
+        let command = [
+            self.subcommand.to_owned(),
+            "--config".to_owned(),
+            format!("{NODES_DIR}/{}.toml", self.node),
+        ];
+        let mut service = vec![
+            ("image".to_owned(), Doc::str(format!("{IMAGE}:{IMAGE_TAG}"))),
+            ("command".to_owned(), Doc::strs(command)),
+            ("volumes".to_owned(), Doc::strs(mounts)),
+            ("depends_on".to_owned(), self.depends_on),
+            (
+                "stop_grace_period".to_owned(),
+                Doc::str(format!("{}s", self.stop_secs)),
+            ),
+            ("restart".to_owned(), Doc::str("unless-stopped")),
+        ];
+        if matches!(&self.secrets, Doc::List(items) if !items.is_empty()) {
+            service.push(("secrets".to_owned(), self.secrets));
+        }
+        if let Some(port) = self.port {
+            service.push(("ports".to_owned(), Doc::strs([port])));
+        }
+        Doc::Map(service)
     }
-    if let Some(port) = port {
-        service.push(("ports".to_owned(), Doc::strs([port])));
-    }
-    Doc::Map(service)
 }

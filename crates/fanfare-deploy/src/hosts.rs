@@ -113,43 +113,16 @@ pub(crate) fn render(topology: &Topology, files: &mut Files) -> Result<(), Deplo
         tls_ca_file: tls.as_ref().map(TlsFiles::ca_file),
         ..NatsSettings::default()
     };
+    let keys = nodes::keys_in(&topology.auth, &Path::new(ETC).join("auth"));
     let mut inventory = Vec::new();
     for dc in &topology.datacenters {
-        for node in &dc.dispatchers {
-            let settings = nodes::dispatcher_settings(
-                topology,
-                node,
-                fanfare_dispatcher::Settings::default(),
-                Placement {
-                    listen: node.admin,
-                    nats: nats_settings(dc, &node.name),
-                },
-            );
-            write_node(
-                topology,
-                files,
-                &node.name,
-                &nodes::config_text(&node.name, &settings)?,
-            )?;
-        }
-        for node in &dc.frontends {
-            let mut settings = nodes::frontend_settings(
-                topology,
-                node,
-                fanfare_frontend::Settings::default(),
-                Placement {
-                    listen: node.listen,
-                    nats: nats_settings(dc, &node.name),
-                },
-            );
-            settings.auth = nodes::keys_in(&topology.auth, &Path::new(ETC).join("auth"));
-            write_node(
-                topology,
-                files,
-                &node.name,
-                &nodes::config_text(&node.name, &settings)?,
-            )?;
-        }
+        crate::write_node_configs(topology, dc, files, &keys, |spot| crate::NodeFile {
+            path: format!("hosts/etc/fanfare/nodes/{}.toml", spot.name),
+            placement: Placement {
+                listen: spot.address,
+                nats: nats_settings(dc, spot.name),
+            },
+        })?;
         let units = |kind: &str, names: Vec<&str>| -> Doc {
             Doc::strs(
                 names
@@ -192,21 +165,5 @@ pub(crate) fn render(topology: &Topology, files: &mut Files) -> Result<(), Deplo
     files.write(
         "hosts/units.yaml",
         &format!("{}{}", header(what), Doc::Map(inventory).to_yaml()),
-    )
-}
-
-fn write_node(
-    topology: &Topology,
-    files: &mut Files,
-    node: &str,
-    text: &str,
-) -> Result<(), DeployError> {
-    let header = crate::header(
-        topology,
-        &format!("Config of node {node}: {ETC}/nodes/{node}.toml"),
-    );
-    files.write(
-        format!("hosts/etc/fanfare/nodes/{node}.toml"),
-        &format!("{header}{text}"),
     )
 }

@@ -522,45 +522,26 @@ fn pod_nats(topology: &Topology, user: &str) -> NatsSettings {
 
 fn overlay(topology: &Topology, dc: &Datacenter, files: &mut Files) -> Result<(), DeployError> {
     let dir = format!("kubernetes/overlays/{}", dc.name);
-    let mut config_files = Vec::new();
     let any = std::net::Ipv4Addr::UNSPECIFIED;
-    for (index, node) in dc.frontends.iter().enumerate() {
-        let mut settings = nodes::frontend_settings(
-            topology,
-            node,
-            fanfare_frontend::Settings::default(),
-            Placement {
-                listen: (any, FRONTEND_PORT).into(),
-                nats: pod_nats(topology, &node.name),
+    let keys = nodes::keys_in(&topology.auth, Path::new(AUTH_DIR));
+    let written = crate::write_node_configs(topology, dc, files, &keys, |spot| {
+        let (role, port) = if spot.frontend {
+            (FRONTEND, FRONTEND_PORT)
+        } else {
+            (DISPATCHER, DISPATCHER_PORT)
+        };
+        crate::NodeFile {
+            path: format!("{dir}/nodes/{}.toml", pod_name(role, spot.index)),
+            placement: Placement {
+                listen: (any, port).into(),
+                nats: pod_nats(topology, spot.name),
             },
-        );
-        settings.auth = nodes::keys_in(&topology.auth, Path::new(AUTH_DIR));
-        let file = format!("nodes/{}.toml", pod_name(FRONTEND, index));
-        let text = nodes::config_text(&node.name, &settings)?;
-        files.write(
-            format!("{dir}/{file}"),
-            &node_header(topology, &node.name, &text),
-        )?;
-        config_files.push(file);
-    }
-    for (index, node) in dc.dispatchers.iter().enumerate() {
-        let settings = nodes::dispatcher_settings(
-            topology,
-            node,
-            fanfare_dispatcher::Settings::default(),
-            Placement {
-                listen: (any, DISPATCHER_PORT).into(),
-                nats: pod_nats(topology, &node.name),
-            },
-        );
-        let file = format!("nodes/{}.toml", pod_name(DISPATCHER, index));
-        let text = nodes::config_text(&node.name, &settings)?;
-        files.write(
-            format!("{dir}/{file}"),
-            &node_header(topology, &node.name, &text),
-        )?;
-        config_files.push(file);
-    }
+        }
+    })?;
+    let config_files: Vec<String> = written
+        .iter()
+        .map(|path| path.trim_start_matches(&format!("{dir}/")).to_owned())
+        .collect();
     let ns = namespace(&dc.name);
     let namespace_doc = Doc::map([
         ("apiVersion", Doc::str("v1")),
@@ -635,12 +616,5 @@ fn overlay(topology: &Topology, dc: &Datacenter, files: &mut Files) -> Result<()
             crate::header(topology, &what),
             kustomization.to_yaml()
         ),
-    )
-}
-
-fn node_header(topology: &Topology, node: &str, text: &str) -> String {
-    format!(
-        "{}{text}",
-        crate::header(topology, &format!("Config of node {node}"))
     )
 }

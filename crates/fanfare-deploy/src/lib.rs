@@ -190,3 +190,72 @@ pub(crate) fn header(topology: &Topology, what: &str) -> String {
         topology.source
     )
 }
+
+/// A node as a target places it: its name, role, place among its datacenter's nodes of that
+/// role, and the address the topology gives it.
+pub(crate) struct NodeSpot<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) frontend: bool,
+    pub(crate) index: usize,
+    pub(crate) address: std::net::SocketAddr,
+}
+
+/// Where a target puts one node's config and how the node runs there.
+pub(crate) struct NodeFile {
+    /// Relative to the render's root.
+    pub(crate) path: String,
+    pub(crate) placement: nodes::Placement,
+}
+
+/// Writes the config of every dispatcher and frontend of `dc` where `target` says, each with
+/// a header naming it; frontends verify tokens with `keys`. Returns the written paths,
+/// frontends first.
+pub(crate) fn write_node_configs(
+    topology: &Topology,
+    dc: &fanfare_topology::Datacenter,
+    files: &mut Files,
+    keys: &fanfare_auth::AuthSettings,
+    target: impl Fn(NodeSpot<'_>) -> NodeFile,
+) -> Result<Vec<String>, DeployError> {
+    let mut written = Vec::new();
+    let mut write = |name: &str, path: String, text: String| -> Result<(), DeployError> {
+        let header = header(topology, &format!("Config of node {name}"));
+        files.write(&path, &format!("{header}{text}"))?;
+        written.push(path);
+        Ok(())
+    };
+    for (index, node) in dc.frontends.iter().enumerate() {
+        let spot = NodeSpot {
+            name: &node.name,
+            frontend: true,
+            index,
+            address: node.listen,
+        };
+        let file = target(spot);
+        let base = fanfare_frontend::Settings::default();
+        let mut settings = nodes::frontend_settings(topology, node, base, file.placement);
+        settings.auth = keys.clone();
+        write(
+            &node.name,
+            file.path,
+            nodes::config_text(&node.name, &settings)?,
+        )?;
+    }
+    for (index, node) in dc.dispatchers.iter().enumerate() {
+        let spot = NodeSpot {
+            name: &node.name,
+            frontend: false,
+            index,
+            address: node.admin,
+        };
+        let file = target(spot);
+        let base = fanfare_dispatcher::Settings::default();
+        let settings = nodes::dispatcher_settings(topology, node, base, file.placement);
+        write(
+            &node.name,
+            file.path,
+            nodes::config_text(&node.name, &settings)?,
+        )?;
+    }
+    Ok(written)
+}

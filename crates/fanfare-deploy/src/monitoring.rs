@@ -418,7 +418,11 @@ fn panel(id: i64, title: &str, unit: &str, y: i64, x: i64, exprs: &[(&str, &str)
 }
 
 /// A dashboard panel: title, unit, and its queries with their legends.
-type Panel = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Panel = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 fn dashboard(topology: &Topology) -> Doc {
     let panels: [Panel; 10] = [
