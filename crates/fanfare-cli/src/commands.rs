@@ -40,6 +40,10 @@ enum Command {
         /// Do not echo the nodes' logs (they are still written to the run directory).
         #[arg(long)]
         quiet: bool,
+        /// Each datacenter in its own network namespace (its own address, veth links through a
+        /// bridge); chaos partitions are cut in the kernel with nftables. Root only.
+        #[arg(long)]
+        netns: bool,
     },
     /// Validate, render or describe a topology file.
     Topology {
@@ -386,7 +390,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_dir,
             nats_server,
             quiet,
-        } => up(&topology, run_dir, nats_server, quiet).await,
+            netns,
+        } => up(&topology, run_dir, nats_server, quiet, netns).await,
         Command::Topology { command } => topology_command(command),
         Command::Deploy {
             command:
@@ -876,8 +881,15 @@ async fn up(
     run_dir: Option<PathBuf>,
     nats_server: Option<PathBuf>,
     quiet: bool,
+    netns: bool,
 ) -> anyhow::Result<ExitCode> {
     let topology = Topology::load(topology_path)?;
+    if netns && !fanfare_supervisor::netns::is_root() {
+        anyhow::bail!(
+            "fanfare up --netns needs root: it creates network namespaces, veth links, a bridge \
+             and nftables rules (run it as root, e.g. with sudo)"
+        );
+    }
     if !topology.auth.is_on() {
         eprintln!(
             "fanfare up: WARNING: authentication is OFF in {}: anyone can publish likes and \
@@ -896,6 +908,7 @@ async fn up(
     let fanfare_bin = std::env::current_exe().context("locating the fanfare binary")?;
     let mut options = UpOptions::new(run_dir, nats_server, fanfare_bin);
     options.echo_logs = !quiet;
+    options.netns = netns;
 
     let shutdown = shutdown_on_signals()?;
     eprintln!("fanfare up: starting {}", topology_path.display());

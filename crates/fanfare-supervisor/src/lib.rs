@@ -14,6 +14,7 @@
 mod chaos;
 pub mod links;
 mod monitor;
+pub mod netns;
 mod process;
 
 pub use chaos::{call as call_chaos, serve_control, ChaosCommand, ChaosRequest};
@@ -75,6 +76,8 @@ pub enum SupervisorError {
     UnknownDatacenter(String),
     #[error("cannot encode the config of {node}: {message}")]
     NodeConfig { node: String, message: String },
+    #[error("network namespaces: {0}")]
+    Netns(String),
 }
 
 /// Everything about how a topology is run, beyond the topology file itself.
@@ -99,6 +102,10 @@ pub struct UpOptions {
     /// Where the NATS servers' internal gateway ports (behind the link proxies) are taken
     /// from: counting up from this port, or any free port when `None`.
     pub internal_ports_from: Option<u16>,
+    /// Each datacenter in its own network namespace, partitions cut in the kernel (root only;
+    /// see [`netns`]); otherwise everything on the topology's addresses, partitions cut by
+    /// user-space link proxies (see [`links`]).
+    pub netns: bool,
 }
 
 impl UpOptions {
@@ -113,6 +120,7 @@ impl UpOptions {
             echo_logs: false,
             node_env: Vec::new(),
             internal_ports_from: None,
+            netns: false,
         }
     }
 }
@@ -164,6 +172,9 @@ pub struct Running {
     links: LinkControl,
     /// Cancelled when the topology stops; ends the link proxies.
     proxies: tokio_util::sync::CancellationToken,
+    /// With `--netns`: the datacenters' namespaces, which enforce [`Running::links`] in the
+    /// kernel instead of the proxies.
+    namespaces: Option<netns::Namespaces>,
     /// Where `fanfare chaos` reaches this topology, once [`serve_control`] runs.
     control_url: Option<String>,
     /// Sent by each child's watcher task when the child exits; received by [`Running::next_exit`].
@@ -194,8 +205,19 @@ struct StateNode<'a> {
 pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, SupervisorError> {
     let run_dir = options.run_dir.clone();
     prepare_run_dir(&run_dir)?;
+    let namespaces = if options.netns {
+        Some(netns::Namespaces::create(topology, &run_dir).await?)
+    } else {
+        None
+    };
+    // With namespaces every node lives at its datacenter's address.
+    let relocated = namespaces
+        .as_ref()
+        .map(|namespaces| namespaces.relocate(topology));
+    let topology = relocated.as_ref().unwrap_or(topology);
     let (exits_sender, exits) = mpsc::unbounded_channel();
     let mut running = Running {
+        namespaces,
         topology: topology.clone(),
         run_dir: run_dir.clone(),
         children: BTreeMap::new(),
@@ -220,9 +242,13 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
              publish, consume or delete streams"
         ),
     }
-    let internal_ports = running
-        .start_link_proxies(options.internal_ports_from)
-        .await?;
+    let internal_ports = if running.namespaces.is_some() {
+        fanfare_topology::GatewayInternalPorts::new()
+    } else {
+        running
+            .start_link_proxies(options.internal_ports_from)
+            .await?
+    };
     let rendered = topology.render_nats_configs_secured(
         &run_dir.join("nats"),
         &run_dir.join("jetstream"),
@@ -417,6 +443,25 @@ impl Running {
         }
         self.children.clear();
         self.proxies.cancel();
+        if let Some(mut namespaces) = self.namespaces.take() {
+            namespaces.remove().await;
+        }
+    }
+
+    /// Makes the link states hold where they are enforced: the proxies read them as they
+    /// change; namespaces need the kernel's rules rewritten.
+    pub(crate) async fn enforce_links(&self) -> Result<(), SupervisorError> {
+        match &self.namespaces {
+            Some(namespaces) => namespaces.apply(&self.links.states()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The network namespace datacenter `dc`'s processes run in, with `--netns`.
+    pub fn namespace(&self, dc: &str) -> Option<PathBuf> {
+        self.namespaces
+            .as_ref()
+            .and_then(|namespaces| namespaces.path(dc))
     }
 
     /// Binds every NATS server's gateway port for its link proxy and picks the internal port
@@ -520,7 +565,16 @@ impl Running {
         } else {
             &self.node_env
         };
-        let launch = process::Launch { program, args, env };
+        let netns = self
+            .topology
+            .node(name)
+            .and_then(|node| self.namespace(node.dc()));
+        let launch = process::Launch {
+            program,
+            args,
+            env,
+            netns: netns.as_deref(),
+        };
         let child = Child::spawn(
             name,
             kind,
@@ -744,6 +798,7 @@ impl Drop for Running {
         for child in self.children.values() {
             child.signal(libc::SIGKILL);
         }
+        // Namespaces, if any, are removed as they drop.
     }
 }
 
