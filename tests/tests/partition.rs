@@ -78,7 +78,7 @@ async fn cut_then_heal(cut: &[&str], mode: LinkMode, hold: Duration, tls: bool) 
         viewers.push(cluster.watch(&frontend, "match").await.unwrap());
     }
 
-    cluster.partition(cut, mode);
+    cluster.partition(cut, mode).await;
     // (comment id, origin) of everything published during the cut, 3 rounds per datacenter.
     let mut published: Vec<(String, &str)> = Vec::new();
     let mut likes = 0;
@@ -125,7 +125,7 @@ async fn cut_then_heal(cut: &[&str], mode: LinkMode, hold: Duration, tls: bool) 
 
     // Hold the cut (a fixed duration is the point here, not a wait for a condition).
     tokio::time::sleep(hold).await;
-    cluster.heal();
+    cluster.heal().await;
     let catch_up = viewers.iter_mut().zip(&during).map(|(viewer, during)| {
         let missing_likes = likes - during.likes;
         let missing_comments = published.len() - during.comment_ids.len();

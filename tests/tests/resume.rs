@@ -99,7 +99,7 @@ async fn a_viewer_resumes_across_datacenters_during_a_partition() {
     let dc1 = cluster.frontend("dc1-fe1");
     let mut leaver = cluster.watch("dc1-fe1", "cut").await.unwrap();
     let mut witness = cluster.watch("dc3-fe1", "cut").await.unwrap();
-    cluster.partition(&["dc2"], LinkMode::Reset);
+    cluster.partition(&["dc2"], LinkMode::Reset).await;
 
     let first = comment(&dc1, "cut", "first").await.unwrap();
     assert_eq!(receive(&mut leaver, 0, 1).await.comment_ids, [first]);
@@ -118,7 +118,7 @@ async fn a_viewer_resumes_across_datacenters_during_a_partition() {
     let mut back = resume(&cluster.events_url("dc3-fe1", "cut"), &last_id).await;
     let resumed = receive(&mut back, 0, missed.len()).await;
     assert_eq!(resumed.comment_ids, missed);
-    cluster.heal();
+    cluster.heal().await;
     cluster.stop().await;
 }
 
@@ -145,7 +145,7 @@ async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
     drop(leaver);
 
     // Silent, and past the servers' detection, so dc2's source of dc1 really fails.
-    cluster.partition(&["dc2"], LinkMode::Drop);
+    cluster.partition(&["dc2"], LinkMode::Drop).await;
     let mut missed = Vec::new();
     for index in 0..3 {
         missed.push(
@@ -155,7 +155,7 @@ async fn a_viewer_resuming_right_after_a_heal_gets_everything_it_missed() {
         );
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
-    cluster.heal();
+    cluster.heal().await;
     let healed = std::time::Instant::now();
     let witnessed = common::receive_within(&mut witness, 0, 4, Duration::from_secs(45)).await;
     assert_eq!(

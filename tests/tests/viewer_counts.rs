@@ -107,7 +107,7 @@ async fn a_partition_keeps_the_other_sides_count_as_partial_and_the_heal_makes_i
     until_viewers(&mut dc1_viewer, 3, false, "before the cut").await;
     until_viewers(&mut dc2_viewer, 3, false, "before the cut, in dc2").await;
 
-    cluster.partition(&["dc2"], LinkMode::Reset);
+    cluster.partition(&["dc2"], LinkMode::Reset).await;
     // Each side keeps the other's last count, and says it is partial.
     until_viewers(&mut dc1_viewer, 3, true, "dc2 cut off, from dc1").await;
     until_viewers(&mut dc2_viewer, 3, true, "dc1 cut off, from dc2").await;
@@ -116,7 +116,7 @@ async fn a_partition_keeps_the_other_sides_count_as_partial_and_the_heal_makes_i
     until_viewers(&mut dc1_viewer, 4, true, "a join in dc1 during the cut").await;
 
     let healed_at = Instant::now();
-    cluster.heal();
+    cluster.heal().await;
     until_viewers(&mut dc2_viewer, 4, false, "dc2 after the heal").await;
     until_viewers(&mut dc1_viewer, 4, false, "dc1 after the heal").await;
     eprintln!(

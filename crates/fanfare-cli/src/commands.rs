@@ -40,11 +40,21 @@ enum Command {
         /// Do not echo the nodes' logs (they are still written to the run directory).
         #[arg(long)]
         quiet: bool,
+        /// Each datacenter in its own network namespace (its own address, veth links through a
+        /// bridge); chaos partitions are cut in the kernel with nftables. Root only.
+        #[arg(long)]
+        netns: bool,
     },
     /// Validate, render or describe a topology file.
     Topology {
         #[command(subcommand)]
         command: TopologyCommand,
+    },
+    /// Generate deployment files from a topology: NATS Helm values, kustomize manifests,
+    /// Compose, systemd units, alert rules and a dashboard.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
     },
     /// Create the streams, consumers and buckets of a topology on running NATS servers.
     Provision {
@@ -323,6 +333,23 @@ enum CutMode {
 }
 
 #[derive(Subcommand)]
+enum DeployCommand {
+    /// Write OUT/helm, OUT/kubernetes, OUT/compose, OUT/hosts and OUT/monitoring (emptied
+    /// first); nothing secret unless --with-secrets, which also writes OUT/secrets (kept
+    /// passwords are never replaced).
+    Render {
+        #[arg(default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the passwords, auth keys, TLS files and the env files and Secret
+        /// kustomizations that hand them over, under OUT/secrets.
+        #[arg(long)]
+        with_secrets: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopologyCommand {
     /// Check a topology file; errors name the file, the field and the problem.
     Check {
@@ -368,8 +395,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_dir,
             nats_server,
             quiet,
-        } => up(&topology, run_dir, nats_server, quiet).await,
+            netns,
+        } => up(&topology, run_dir, nats_server, quiet, netns).await,
         Command::Topology { command } => topology_command(command),
+        Command::Deploy {
+            command:
+                DeployCommand::Render {
+                    topology,
+                    out,
+                    with_secrets,
+                },
+        } => {
+            let loaded = Topology::load(&topology)?;
+            let options = fanfare_deploy::RenderOptions { with_secrets };
+            let written = fanfare_deploy::render(&loaded, &out, options)?;
+            println!(
+                "{}: {} files in {}",
+                topology.display(),
+                written.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Chaos {
             run_dir,
             topology,
@@ -840,8 +887,15 @@ async fn up(
     run_dir: Option<PathBuf>,
     nats_server: Option<PathBuf>,
     quiet: bool,
+    netns: bool,
 ) -> anyhow::Result<ExitCode> {
     let topology = Topology::load(topology_path)?;
+    if netns && !fanfare_supervisor::netns::is_root() {
+        anyhow::bail!(
+            "fanfare up --netns needs root: it creates network namespaces, veth links, a bridge \
+             and nftables rules (run it as root, e.g. with sudo)"
+        );
+    }
     if !topology.auth.is_on() {
         eprintln!(
             "fanfare up: WARNING: authentication is OFF in {}: anyone can publish likes and \
@@ -860,6 +914,7 @@ async fn up(
     let fanfare_bin = std::env::current_exe().context("locating the fanfare binary")?;
     let mut options = UpOptions::new(run_dir, nats_server, fanfare_bin);
     options.echo_logs = !quiet;
+    options.netns = netns;
 
     let shutdown = shutdown_on_signals()?;
     eprintln!("fanfare up: starting {}", topology_path.display());

@@ -64,6 +64,12 @@ pub struct Settings {
     /// one message per video, all at once). 1 lets groups grow with the load: while a pass is
     /// in flight, likes queue, and the next pass takes them all.
     pub like_commits_in_flight: usize,
+    /// After SIGTERM: how long `/readyz` answers 503 while the frontend still serves.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// Then: the window over which viewer streams are ended in waves.
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
     /// Trace export (`[telemetry] otlp_endpoint`); off unless an endpoint is set.
     pub telemetry: TelemetrySettings,
     /// Rate limits, connection caps, sizes and timeouts (`[limits]`).
@@ -93,6 +99,8 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             like_queue: 16_384,
             like_commits_in_flight: 1,
+            drain_grace: Duration::from_secs(5),
+            drain_window: Duration::from_secs(20),
             telemetry: TelemetrySettings::default(),
             limits: LimitSettings::default(),
             auth: AuthSettings::default(),

@@ -47,9 +47,9 @@ impl Running {
         match command {
             ChaosCommand::Partition { datacenters, mode } => {
                 let names: Vec<&str> = datacenters.iter().map(String::as_str).collect();
-                self.partition(&names, mode)?;
+                self.partition(&names, mode).await?;
             }
-            ChaosCommand::Heal => self.links().heal_all(),
+            ChaosCommand::Heal => self.heal().await?,
             ChaosCommand::Kill { node } => {
                 if !self.signal(&node, libc::SIGKILL) {
                     return Err(SupervisorError::UnknownNode(node));
@@ -63,8 +63,13 @@ impl Running {
         Ok(self.status())
     }
 
-    /// Cuts links: see [`ChaosCommand::Partition`].
-    pub fn partition(&self, datacenters: &[&str], mode: LinkMode) -> Result<(), SupervisorError> {
+    /// Cuts links: see [`ChaosCommand::Partition`]. Returns once the cut holds (with
+    /// namespaces: once the kernel's rules are in place).
+    pub async fn partition(
+        &self,
+        datacenters: &[&str],
+        mode: LinkMode,
+    ) -> Result<(), SupervisorError> {
         let all: Vec<&str> = self
             .topology()
             .datacenters
@@ -91,7 +96,13 @@ impl Running {
                 }
             }
         }
-        Ok(())
+        self.enforce_links().await
+    }
+
+    /// Brings every link back up.
+    pub async fn heal(&self) -> Result<(), SupervisorError> {
+        self.links().heal_all();
+        self.enforce_links().await
     }
 
     /// `{"links":[{"between":["dc1","dc2"],"mode":"up"},..],"nodes":[{"name",..,"running"}]}`.

@@ -14,6 +14,7 @@
 mod chaos;
 pub mod links;
 mod monitor;
+pub mod netns;
 mod process;
 
 pub use chaos::{call as call_chaos, serve_control, ChaosCommand, ChaosRequest};
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fanfare_deploy::nodes::{self, Placement};
 use fanfare_fabric::{DispatchTuning, Layout, NatsSettings};
 use fanfare_topology::{NatsSecrets, Topology};
 use serde::Serialize;
@@ -74,6 +76,8 @@ pub enum SupervisorError {
     UnknownDatacenter(String),
     #[error("cannot encode the config of {node}: {message}")]
     NodeConfig { node: String, message: String },
+    #[error("network namespaces: {0}")]
+    Netns(String),
 }
 
 /// Everything about how a topology is run, beyond the topology file itself.
@@ -84,8 +88,8 @@ pub struct UpOptions {
     pub nats_server: PathBuf,
     /// The `fanfare` binary that runs dispatchers and frontends.
     pub fanfare_bin: PathBuf,
-    /// Settings every frontend starts from; name, dc, address, NATS urls, the interest TTL
-    /// and `[auth]` come from the topology.
+    /// Settings every frontend starts from; name, dc, address, NATS urls and what the
+    /// topology decides (see [`fanfare_deploy::nodes`]) come from the topology.
     pub frontend: fanfare_frontend::Settings,
     /// Settings every dispatcher starts from, filled in the same way.
     pub dispatcher: fanfare_dispatcher::Settings,
@@ -98,6 +102,10 @@ pub struct UpOptions {
     /// Where the NATS servers' internal gateway ports (behind the link proxies) are taken
     /// from: counting up from this port, or any free port when `None`.
     pub internal_ports_from: Option<u16>,
+    /// Each datacenter in its own network namespace, partitions cut in the kernel (root only;
+    /// see [`netns`]); otherwise everything on the topology's addresses, partitions cut by
+    /// user-space link proxies (see [`links`]).
+    pub netns: bool,
 }
 
 impl UpOptions {
@@ -112,6 +120,7 @@ impl UpOptions {
             echo_logs: false,
             node_env: Vec::new(),
             internal_ports_from: None,
+            netns: false,
         }
     }
 }
@@ -163,6 +172,9 @@ pub struct Running {
     links: LinkControl,
     /// Cancelled when the topology stops; ends the link proxies.
     proxies: tokio_util::sync::CancellationToken,
+    /// With `--netns`: the datacenters' namespaces, which enforce [`Running::links`] in the
+    /// kernel instead of the proxies.
+    namespaces: Option<netns::Namespaces>,
     /// Where `fanfare chaos` reaches this topology, once [`serve_control`] runs.
     control_url: Option<String>,
     /// Sent by each child's watcher task when the child exits; received by [`Running::next_exit`].
@@ -193,8 +205,19 @@ struct StateNode<'a> {
 pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, SupervisorError> {
     let run_dir = options.run_dir.clone();
     prepare_run_dir(&run_dir)?;
+    let namespaces = if options.netns {
+        Some(netns::Namespaces::create(topology, &run_dir).await?)
+    } else {
+        None
+    };
+    // With namespaces every node lives at its datacenter's address.
+    let relocated = namespaces
+        .as_ref()
+        .map(|namespaces| namespaces.relocate(topology));
+    let topology = relocated.as_ref().unwrap_or(topology);
     let (exits_sender, exits) = mpsc::unbounded_channel();
     let mut running = Running {
+        namespaces,
         topology: topology.clone(),
         run_dir: run_dir.clone(),
         children: BTreeMap::new(),
@@ -219,9 +242,13 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
              publish, consume or delete streams"
         ),
     }
-    let internal_ports = running
-        .start_link_proxies(options.internal_ports_from)
-        .await?;
+    let internal_ports = if running.namespaces.is_some() {
+        fanfare_topology::GatewayInternalPorts::new()
+    } else {
+        running
+            .start_link_proxies(options.internal_ports_from)
+            .await?
+    };
     let rendered = topology.render_nats_configs_secured(
         &run_dir.join("nats"),
         &run_dir.join("jetstream"),
@@ -239,12 +266,12 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
 
     for dc in &topology.datacenters {
         for node in &dc.dispatchers {
-            let mut settings = options.dispatcher.clone();
-            settings.name = node.name.clone();
-            settings.dc = dc.name.clone();
-            settings.admin = node.admin;
-            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
-            settings.partitions = topology.settings.partitions;
+            let placement = Placement {
+                listen: node.admin,
+                nats: running.nats_settings(&dc.name, &node.name, options.dispatcher.nats.clone()),
+            };
+            let settings =
+                nodes::dispatcher_settings(topology, node, options.dispatcher.clone(), placement);
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(
                 &node.name,
@@ -254,16 +281,12 @@ pub async fn start(topology: &Topology, options: &UpOptions) -> Result<Running, 
             )?;
         }
         for node in &dc.frontends {
-            let mut settings = options.frontend.clone();
-            settings.name = node.name.clone();
-            settings.dc = dc.name.clone();
-            settings.listen = node.listen;
-            settings.nats = running.nats_settings(&dc.name, &node.name, settings.nats);
-            settings.interest_ttl = topology.settings.interest_ttl;
-            if topology.settings.frontend_limits == fanfare_topology::FrontendLimits::Unthrottled {
-                settings.limits = fanfare_frontend::LimitSettings::unthrottled();
-            }
-            settings.auth = topology.auth.clone();
+            let placement = Placement {
+                listen: node.listen,
+                nats: running.nats_settings(&dc.name, &node.name, options.frontend.nats.clone()),
+            };
+            let settings =
+                nodes::frontend_settings(topology, node, options.frontend.clone(), placement);
             let path = running.write_node_config(&node.name, &settings)?;
             running.spawn_node(&node.name, NodeKind::Frontend, &options.fanfare_bin, &path)?;
         }
@@ -420,6 +443,25 @@ impl Running {
         }
         self.children.clear();
         self.proxies.cancel();
+        if let Some(mut namespaces) = self.namespaces.take() {
+            namespaces.remove().await;
+        }
+    }
+
+    /// Makes the link states hold where they are enforced: the proxies read them as they
+    /// change; namespaces need the kernel's rules rewritten.
+    pub(crate) async fn enforce_links(&self) -> Result<(), SupervisorError> {
+        match &self.namespaces {
+            Some(namespaces) => namespaces.apply(&self.links.states()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The network namespace datacenter `dc`'s processes run in, with `--netns`.
+    pub fn namespace(&self, dc: &str) -> Option<PathBuf> {
+        self.namespaces
+            .as_ref()
+            .and_then(|namespaces| namespaces.path(dc))
     }
 
     /// Binds every NATS server's gateway port for its link proxy and picks the internal port
@@ -523,7 +565,16 @@ impl Running {
         } else {
             &self.node_env
         };
-        let launch = process::Launch { program, args, env };
+        let netns = self
+            .topology
+            .node(name)
+            .and_then(|node| self.namespace(node.dc()));
+        let launch = process::Launch {
+            program,
+            args,
+            env,
+            netns: netns.as_deref(),
+        };
         let child = Child::spawn(
             name,
             kind,
@@ -747,6 +798,7 @@ impl Drop for Running {
         for child in self.children.values() {
             child.signal(libc::SIGKILL);
         }
+        // Namespaces, if any, are removed as they drop.
     }
 }
 

@@ -46,11 +46,13 @@ pub(crate) struct Child {
     exited: watch::Receiver<Option<String>>,
 }
 
-/// What to run: program, arguments, and variables added to the inherited environment.
+/// What to run: program, arguments, variables added to the inherited environment, and the
+/// network namespace to run in (a `/run/netns/<name>` file; none: the supervisor's own).
 pub(crate) struct Launch<'a> {
     pub(crate) program: &'a Path,
     pub(crate) args: &'a [String],
     pub(crate) env: &'a [(String, String)],
+    pub(crate) netns: Option<&'a Path>,
 }
 
 impl Child {
@@ -70,8 +72,11 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        detach_and_die_with_parent(&mut command);
+        // Opened here, entered between fork and exec; the child does not keep it (CLOEXEC).
+        let netns = launch.netns.map(std::fs::File::open).transpose()?;
+        detach_and_die_with_parent(&mut command, netns.as_ref());
         let mut child = command.spawn()?;
+        drop(netns);
         let pid = child.id();
         let log = Arc::new(tokio::sync::Mutex::new(
             std::fs::File::create(log_path).map(tokio::fs::File::from_std)?,
@@ -171,11 +176,21 @@ fn send_signal(pid: u32, signal: i32) -> bool {
 }
 
 #[allow(unsafe_code)]
-fn detach_and_die_with_parent(command: &mut tokio::process::Command) {
-    // SAFETY: the closure runs between fork and exec and only calls prctl(2) and setpgid(2),
-    // which are async-signal-safe.
+fn detach_and_die_with_parent(
+    command: &mut tokio::process::Command,
+    netns: Option<&std::fs::File>,
+) {
+    use std::os::fd::AsRawFd;
+    let netns = netns.map(AsRawFd::as_raw_fd);
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), setpgid(2) and
+    // setns(2), which are async-signal-safe; the namespace fd stays open until spawn returns.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -55,6 +55,8 @@ pub struct ClusterBuilder {
     auth: AuthSettings,
     /// Applied to the node options of every start attempt.
     options: Box<dyn Fn(&mut UpOptions) + Send + Sync>,
+    /// Each datacenter in its own network namespace (see [`ClusterBuilder::netns`]).
+    netns: bool,
 }
 
 impl ClusterBuilder {
@@ -80,6 +82,14 @@ impl ClusterBuilder {
     /// so a test can hand the nodes addresses it only knows at run time.
     pub fn options(mut self, adjust: impl Fn(&mut UpOptions) + Send + Sync + 'static) -> Self {
         self.options = Box::new(adjust);
+        self
+    }
+
+    /// Runs each datacenter in its own network namespace, partitions cut in the kernel, as
+    /// `fanfare up --netns` does. Root only: a test that asks for it without root fails with a
+    /// message saying so, it is never skipped.
+    pub fn netns(mut self) -> Self {
+        self.netns = true;
         self
     }
 
@@ -122,6 +132,7 @@ impl ClusterBuilder {
         // caps unless a test sets its own (tests/tests/limits.rs does).
         options.frontend.limits = fanfare_frontend::LimitSettings::unthrottled();
         options.internal_ports_from = Some(ports.first() + PortBlock::SIZE / 2);
+        options.netns = self.netns;
         (self.options)(&mut options);
         let running = tokio::time::timeout(
             Duration::from_secs(120),
@@ -167,6 +178,7 @@ impl Cluster {
             },
             auth: AuthSettings::off(),
             options: Box::new(|_| {}),
+            netns: false,
         }
     }
 
@@ -361,15 +373,21 @@ impl Cluster {
 
     /// Cuts links between datacenters (one name: isolate it; several: cut every link among
     /// them), as `fanfare chaos partition` does.
-    pub fn partition(&self, datacenters: &[&str], mode: fanfare_supervisor::LinkMode) {
+    pub async fn partition(&self, datacenters: &[&str], mode: fanfare_supervisor::LinkMode) {
         self.running()
             .partition(datacenters, mode)
+            .await
             .expect("datacenters of this cluster");
     }
 
     /// Brings every link back up.
-    pub fn heal(&self) {
-        self.running().links().heal_all();
+    pub async fn heal(&self) {
+        self.running().heal().await.expect("links heal");
+    }
+
+    /// The network namespace `dc` runs in, when the cluster runs in namespaces.
+    pub fn namespace(&self, dc: &str) -> Option<PathBuf> {
+        self.running().namespace(dc)
     }
 
     /// Stops every node gracefully (nodes first, NATS servers last).

@@ -133,6 +133,12 @@ fn check_settings(s: &Settings, problems: &mut Vec<Problem>) {
             ),
         ));
     }
+    if s.frontend.drain_window.is_zero() {
+        problems.push(Problem::new(
+            "settings.frontend.drain_window",
+            "must be more than 0s",
+        ));
+    }
     if s.replicas > MAX_REPLICAS {
         problems.push(Problem::new(
             "settings.replicas",
@@ -442,6 +448,9 @@ pub(crate) fn to_toml(t: &Topology) -> String {
         let _ = writeln!(out, "credentials_dir = {}", q(&dir.display().to_string()));
     }
     let _ = writeln!(out, "tls = {}", s.nats.tls);
+    let _ = writeln!(out, "\n[settings.frontend]");
+    let _ = writeln!(out, "drain_grace = {}", d(s.frontend.drain_grace));
+    let _ = writeln!(out, "drain_window = {}", d(s.frontend.drain_window));
     // The [auth] table (with its [[auth.keys]]) as serde writes it.
     #[derive(serde::Serialize)]
     struct AuthTable<'a> {

@@ -64,7 +64,10 @@ pub use endpoints::{
     DatacenterEndpoints, DispatcherEndpoint, Endpoints, FrontendEndpoint, NatsEndpoint,
 };
 pub use error::{Problem, TopologyError};
-pub use render::{GatewayInternalPorts, RenderedNatsConfig};
+pub use render::{
+    password_variable, route_list, route_urls, GatewayInternalPorts, RenderedNatsConfig,
+    ROUTES_VARIABLE,
+};
 pub use security::{
     admin_permissions, client_users, dispatcher_permissions, frontend_permissions, inbox_prefix,
     ClientSecrets, NatsCredentials, NatsSecrets, NatsSecurity, Permissions, TlsFiles, ADMIN_USER,
@@ -109,6 +112,32 @@ pub struct Settings {
     /// NATS security, the `[settings.nats]` table: users per role (on by default), where
     /// their passwords come from, TLS (off by default).
     pub nats: NatsSecurity,
+    /// What every frontend of the topology is given, the `[settings.frontend]` table.
+    pub frontend: FrontendSettings,
+}
+
+/// `[settings.frontend]`: how the frontends stop on SIGTERM. `fanfare up` hands these to every
+/// frontend, and `fanfare deploy render` sizes the stop timeouts of the generated manifests
+/// and units from them (grace + window + a margin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendSettings {
+    /// After SIGTERM: how long `/readyz` answers 503 while the frontend still serves, so load
+    /// balancers stop sending new viewers before streams end.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// Then: the window over which viewer streams are ended in waves, so reconnects spread.
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
+}
+
+impl Default for FrontendSettings {
+    fn default() -> Self {
+        FrontendSettings {
+            drain_grace: Duration::from_secs(5),
+            drain_window: Duration::from_secs(20),
+        }
+    }
 }
 
 /// The limits profile of a topology's frontends (`[settings] frontend_limits`).
@@ -142,6 +171,7 @@ impl Default for Settings {
             replicas: 0,
             frontend_limits: FrontendLimits::Production,
             nats: NatsSecurity::default(),
+            frontend: FrontendSettings::default(),
         }
     }
 }
@@ -308,6 +338,31 @@ impl Topology {
         secrets: &NatsSecrets,
     ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
         render::render_all(self, out_dir, store_root, internal_ports, secrets)
+    }
+
+    /// Like [`Topology::render_nats_configs_secured`] for a deployment: the configs hold no
+    /// password but references to environment variables ([`password_variable`] per user,
+    /// [`ROUTES_VARIABLE`] for the route URLs), so they can be generated once and checked in;
+    /// TLS files are named in `tls`'s directory when given.
+    pub fn render_nats_configs_with_variables(
+        &self,
+        out_dir: &Path,
+        store_root: &Path,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
+        let passwords = if self.settings.nats.auth {
+            render::Passwords::Variables
+        } else {
+            render::Passwords::Off
+        };
+        render::render_with(
+            self,
+            out_dir,
+            store_root,
+            &GatewayInternalPorts::new(),
+            passwords,
+            tls,
+        )
     }
 
     /// Like [`Topology::render_nats_configs`], for servers whose gateway port is owned by a

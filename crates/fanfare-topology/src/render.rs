@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::net::{self, connect_host, host_port, nats_quote};
-use crate::security::{self, NatsSecrets, Permissions};
+use crate::security::{self, NatsCredentials, NatsSecrets, Permissions, TlsFiles};
 use crate::{Datacenter, NatsServer, Topology, TopologyError};
 
 /// One written nats-server config file.
@@ -25,12 +25,114 @@ pub struct RenderedNatsConfig {
 /// the proxy.
 pub type GatewayInternalPorts = std::collections::BTreeMap<String, u16>;
 
+/// Where the passwords in a rendered config come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Passwords<'a> {
+    /// Authentication off: no users, no route or gateway credentials.
+    Off,
+    /// The passwords themselves (the file is then written 0600).
+    Inline(&'a NatsCredentials),
+    /// References to variables the server reads from its environment
+    /// ([`password_variable`], [`ROUTES_VARIABLE`]): the file holds no secret, so it can be
+    /// generated once and checked in, and each deployment supplies the values.
+    Variables,
+}
+
+impl<'a> Passwords<'a> {
+    fn of(secrets: &'a NatsSecrets) -> Self {
+        match &secrets.credentials {
+            Some(credentials) => Passwords::Inline(credentials),
+            None => Passwords::Off,
+        }
+    }
+
+    /// The config value of `user`'s password, when authentication is on.
+    fn value(self, user: &str) -> Option<String> {
+        match self {
+            Passwords::Off => None,
+            Passwords::Inline(credentials) => Some(nats_quote(credentials.required(user))),
+            Passwords::Variables => Some(format!("${}", password_variable(user))),
+        }
+    }
+
+    /// `user:password@` for route URLs (nats-server presents nothing else on a route it
+    /// dials). With variables the whole route list is a variable instead.
+    fn url_userinfo(self, user: &str) -> String {
+        match self {
+            Passwords::Inline(credentials) => format!("{user}:{}@", credentials.required(user)),
+            Passwords::Off | Passwords::Variables => String::new(),
+        }
+    }
+}
+
+/// The environment variable that holds `user`'s password in configs rendered with variables:
+/// `FANFARE_NATS_PASSWORD_` and the user name in capitals, `-` as `_` (names are
+/// `[a-z0-9-]`, so no two users share a variable).
+pub fn password_variable(user: &str) -> String {
+    let name: String = user
+        .chars()
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("FANFARE_NATS_PASSWORD_{name}")
+}
+
+/// The environment variable that holds a datacenter's route URLs, with the route user's
+/// password in each, in configs rendered with variables: a route has no other way to present
+/// credentials. Its value is a nats-server config array (see [`route_urls`]).
+pub const ROUTES_VARIABLE: &str = "FANFARE_NATS_ROUTES";
+
+/// The route URLs of `dc`'s servers, each `nats-route://<route user>:<password>@host:port`
+/// when `credentials` are given.
+pub fn route_urls(dc: &Datacenter, credentials: Option<&NatsCredentials>) -> Vec<String> {
+    let passwords = credentials.map_or(Passwords::Off, Passwords::Inline);
+    routes_of(dc, passwords)
+}
+
+/// [`route_urls`] as a nats-server config array, the value of [`ROUTES_VARIABLE`].
+pub fn route_list(urls: &[String]) -> String {
+    url_list(urls.iter().cloned())
+}
+
+fn routes_of(dc: &Datacenter, passwords: Passwords<'_>) -> Vec<String> {
+    let userinfo = passwords.url_userinfo(security::ROUTE_USER);
+    dc.nats
+        .iter()
+        .map(|n| {
+            format!(
+                "nats-route://{userinfo}{}",
+                host_port(&connect_host(&n.host), n.cluster_port)
+            )
+        })
+        .collect()
+}
+
 pub(crate) fn render_all(
     t: &Topology,
     out_dir: &Path,
     store_root: &Path,
     internal_ports: &GatewayInternalPorts,
     secrets: &NatsSecrets,
+) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
+    render_with(
+        t,
+        out_dir,
+        store_root,
+        internal_ports,
+        Passwords::of(secrets),
+        secrets.tls.as_ref(),
+    )
+}
+
+pub(crate) fn render_with(
+    t: &Topology,
+    out_dir: &Path,
+    store_root: &Path,
+    internal_ports: &GatewayInternalPorts,
+    passwords: Passwords<'_>,
+    tls: Option<&TlsFiles>,
 ) -> Result<Vec<RenderedNatsConfig>, TopologyError> {
     std::fs::create_dir_all(out_dir).map_err(|source| TopologyError::Render {
         path: out_dir.to_path_buf(),
@@ -40,7 +142,7 @@ pub(crate) fn render_all(
         path: store_root.to_path_buf(),
         source,
     })?;
-    let gateways = gateways_list(t, secrets);
+    let gateways = gateways_list(t, passwords);
     let mut rendered = Vec::new();
     for dc in &t.datacenters {
         for server in &dc.nats {
@@ -54,8 +156,15 @@ pub(crate) fn render_all(
                 ),
             })?;
             let internal_port = internal_ports.get(&server.name).copied();
-            let text = server_config(t, dc, server, store_dir, &gateways, internal_port, secrets);
-            if secrets.credentials.is_some() {
+            let rendering = ServerRendering {
+                store_dir,
+                gateways: &gateways,
+                gateway_internal_port: internal_port,
+                passwords,
+                tls,
+            };
+            let text = server_config(t, dc, server, &rendering);
+            if matches!(passwords, Passwords::Inline(_)) {
                 // It holds every password: readable by its owner only.
                 security::write_private(&path, &text)?;
             } else {
@@ -79,18 +188,11 @@ fn url_list(urls: impl Iterator<Item = String>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// `user:password@` for URLs of route or gateway connections, when authentication is on.
-fn url_credentials(secrets: &NatsSecrets, user: &str) -> String {
-    match &secrets.credentials {
-        Some(credentials) => format!("{user}:{}@", credentials.required(user)),
-        None => String::new(),
-    }
-}
-
 /// The `gateways: [...]` entries, identical in every file and including each
-/// server's own datacenter.
-fn gateways_list(t: &Topology, secrets: &NatsSecrets) -> String {
-    let userinfo = url_credentials(secrets, security::GATEWAY_USER);
+/// server's own datacenter. With variables the URLs carry no credentials: a server dials
+/// other gateways with its own gateway `authorization` user when the URL names none.
+fn gateways_list(t: &Topology, passwords: Passwords<'_>) -> String {
+    let userinfo = passwords.url_userinfo(security::GATEWAY_USER);
     let mut out = String::new();
     for dc in &t.datacenters {
         let urls = dc.nats.iter().map(|n| {
@@ -109,17 +211,24 @@ fn gateways_list(t: &Topology, secrets: &NatsSecrets) -> String {
     out
 }
 
+/// What one server's config is rendered with, beyond the topology.
+struct ServerRendering<'a> {
+    store_dir: &'a str,
+    gateways: &'a str,
+    gateway_internal_port: Option<u16>,
+    passwords: Passwords<'a>,
+    tls: Option<&'a TlsFiles>,
+}
+
 /// The text of one server's config. Every string value is quoted: names such
 /// as `123` or `true` would otherwise be read as numbers or booleans.
 fn server_config(
     t: &Topology,
     dc: &Datacenter,
     server: &NatsServer,
-    store_dir: &str,
-    gateways: &str,
-    gateway_internal_port: Option<u16>,
-    secrets: &NatsSecrets,
+    rendering: &ServerRendering<'_>,
 ) -> String {
+    let passwords = rendering.passwords;
     let source: String = t
         .source
         .chars()
@@ -128,19 +237,12 @@ fn server_config(
     let listen = |port| nats_quote(&host_port(&server.host, port));
     // Every server of the datacenter, itself included: nats-server skips a route to itself,
     // and a lone JetStream server refuses to start without any route configured.
-    let route_userinfo = url_credentials(secrets, security::ROUTE_USER);
-    let routes: Vec<String> = dc
-        .nats
-        .iter()
-        .map(|n| {
-            format!(
-                "nats-route://{route_userinfo}{}",
-                host_port(&connect_host(&n.host), n.cluster_port)
-            )
-        })
-        .collect();
+    let routes = match passwords {
+        Passwords::Variables => format!("${ROUTES_VARIABLE}"),
+        _ => url_list(routes_of(dc, passwords).into_iter()),
+    };
     let tls_block = |indent: &str| -> String {
-        let Some(tls) = &secrets.tls else {
+        let Some(tls) = rendering.tls else {
             return String::new();
         };
         let path = |p: PathBuf| nats_quote(&p.display().to_string());
@@ -152,13 +254,12 @@ fn server_config(
         )
     };
     let authorization = |indent: &str, user: &str| -> String {
-        let Some(credentials) = &secrets.credentials else {
+        let Some(password) = passwords.value(user) else {
             return String::new();
         };
         format!(
-            "{indent}authorization {{\n{indent}  user: {}\n{indent}  password: {}\n{indent}  timeout: 2\n{indent}}}\n",
+            "{indent}authorization {{\n{indent}  user: {}\n{indent}  password: {password}\n{indent}  timeout: 2\n{indent}}}\n",
             nats_quote(user),
-            nats_quote(credentials.required(user)),
         )
     };
 
@@ -168,6 +269,13 @@ fn server_config(
         "# nats-server config for {} (datacenter {}), rendered by fanfare-topology from {source}",
         server.name, dc.name
     );
+    if matches!(passwords, Passwords::Variables) {
+        let _ = writeln!(
+            out,
+            "# passwords come from the environment: {}<USER> and {ROUTES_VARIABLE}",
+            password_variable("")
+        );
+    }
     let _ = writeln!(out, "server_name: {}", nats_quote(&server.name));
     let _ = writeln!(out, "listen: {}", listen(server.client_port));
     let _ = writeln!(out, "http: {}", listen(server.monitor_port));
@@ -183,16 +291,16 @@ fn server_config(
     );
     let _ = writeln!(out);
     out.push_str(&tls_block(""));
-    if let Some(credentials) = &secrets.credentials {
+    if !matches!(passwords, Passwords::Off) {
         let _ = writeln!(out, "# one user per fanfare node, least privilege by role (see fanfare-topology security.rs)");
         let _ = writeln!(out, "authorization {{");
         let _ = writeln!(out, "  users = [");
         for (user, permissions) in security::client_users(t) {
+            let password = passwords.value(&user).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "    {{user: {}, password: {}, permissions: {}}}",
+                "    {{user: {}, password: {password}, permissions: {}}}",
                 nats_quote(&user),
-                nats_quote(credentials.required(&user)),
                 permissions_block(&permissions)
             );
         }
@@ -201,7 +309,7 @@ fn server_config(
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "jetstream {{");
-    let _ = writeln!(out, "  store_dir: {}", nats_quote(store_dir));
+    let _ = writeln!(out, "  store_dir: {}", nats_quote(rendering.store_dir));
     let _ = writeln!(out, "  max_memory_store: 256MB");
     let _ = writeln!(out, "  max_file_store: 2GB");
     let _ = writeln!(out, "}}");
@@ -221,12 +329,12 @@ fn server_config(
     let _ = writeln!(out, "  listen: {}", listen(server.cluster_port));
     out.push_str(&authorization("  ", security::ROUTE_USER));
     out.push_str(&tls_block("  "));
-    let _ = writeln!(out, "  routes: {}", url_list(routes.into_iter()));
+    let _ = writeln!(out, "  routes: {routes}");
     let _ = writeln!(out, "}}");
     let _ = writeln!(out);
     let _ = writeln!(out, "gateway {{");
     let _ = writeln!(out, "  name: {}", nats_quote(&dc.name));
-    match gateway_internal_port {
+    match rendering.gateway_internal_port {
         Some(internal) => {
             let _ = writeln!(
                 out,
@@ -246,7 +354,7 @@ fn server_config(
     out.push_str(&authorization("  ", security::GATEWAY_USER));
     out.push_str(&tls_block("  "));
     let _ = writeln!(out, "  gateways: [");
-    out.push_str(gateways);
+    out.push_str(rendering.gateways);
     let _ = writeln!(out, "  ]");
     let _ = writeln!(out, "}}");
     out

@@ -413,6 +413,14 @@ impl TlsFiles {
         Ok(tls)
     }
 
+    /// TLS files a deployment puts in `dir` itself (`ca.pem`, `<server>.pem`,
+    /// `<server>-key.pem`): nothing is generated.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The CA certificate every client and server verifies the others with.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")

@@ -34,11 +34,29 @@ impl Drop for Up {
     }
 }
 
+impl Up {
+    /// Ends `fanfare up` as a crash would: SIGKILL, no cleanup of its own.
+    pub fn crash(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `fanfare up` on `topology_file` and waits for its `ready` line.
 pub fn start_up(topology_file: &std::path::Path, run_dir: &std::path::Path) -> Up {
+    start_up_with(topology_file, run_dir, &[])
+}
+
+/// [`start_up`] with more arguments (e.g. `--netns`).
+pub fn start_up_with(
+    topology_file: &std::path::Path,
+    run_dir: &std::path::Path,
+    extra: &[&str],
+) -> Up {
     let mut child = Command::new(fanfare_bin().unwrap())
         .arg("up")
         .arg(topology_file)
+        .args(extra)
         .arg("--quiet")
         .arg("--run-dir")
         .arg(run_dir)
