@@ -608,6 +608,7 @@ pub async fn run(
         &server_connected,
         &server_after,
         report.connected,
+        report.received,
     );
     Ok(report)
 }
@@ -900,10 +901,25 @@ fn server_report(
     connected: &[Option<ProcessSample>],
     after: &[Option<ProcessSample>],
     viewers_connected: u64,
+    delivered: u64,
 ) -> Option<ServerReport> {
     if options.server_processes.is_empty() {
         return None;
     }
+    // From when every viewer was connected (and warmed up) to the end: the publishing.
+    let processes: Vec<report::ProcessCost> = options
+        .server_processes
+        .iter()
+        .zip(connected.iter().zip(after))
+        .filter_map(|(process, (before, after))| {
+            let cpu_s = after.as_ref()?.cpu_s - before.as_ref()?.cpu_s;
+            Some(report::ProcessCost {
+                name: process.name.clone(),
+                cpu_s,
+                us_per_delivery: (delivered > 0).then(|| cpu_s * 1e6 / delivered as f64),
+            })
+        })
+        .collect();
     let cpu_s = before
         .iter()
         .zip(after)
@@ -932,5 +948,6 @@ fn server_report(
         rss_kib_after_connect: rss_after,
         memory_per_connection_kib: (viewers_connected > 0)
             .then(|| (rss_after as f64 - rss_before as f64) / viewers_connected as f64),
+        processes,
     })
 }

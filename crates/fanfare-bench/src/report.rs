@@ -135,6 +135,19 @@ pub struct ServerReport {
     pub rss_kib_after_connect: u64,
     /// (after − before) / connected viewers.
     pub memory_per_connection_kib: Option<f64>,
+    /// Each process's CPU seconds from when every viewer was connected to the end (the
+    /// publishing and the drain), and per delivered comment (microseconds): what every part
+    /// of the topology costs for what reached viewers.
+    #[serde(default)]
+    pub processes: Vec<ProcessCost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessCost {
+    pub name: String,
+    pub cpu_s: f64,
+    /// CPU microseconds per delivered comment (`None` when none was delivered).
+    pub us_per_delivery: Option<f64>,
 }
 
 impl BenchReport {
