@@ -15,8 +15,14 @@
 # Debian's packages if they are missing (scripts/bench/peers install), starts them on
 # loopback, and stops them and `fanfare up` on exit.
 #
+# The yardstick runs the same viewer scenarios last: ../shared/yardstick/limitcast, a minimal
+# broadcaster (one epoll loop, one thread) that shows how close to this machine's limit a
+# result is. It is built from where it lives (never copied here) when that folder exists, and
+# left out, with a note, when it does not.
+#
 # Environment, besides lib.sh's: COMPARE_PEERS ("nchan pushpin" by default; "" for fanfare
-# only), PEERS_DIR (where the peers keep configs, logs and pids; default a temporary dir).
+# only), PEERS_DIR (where the peers keep configs, logs and pids; default a temporary dir),
+# YARDSTICK_DIR (default ../shared/yardstick/limitcast; "" leaves it out).
 # shellcheck source=scripts/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
@@ -26,9 +32,17 @@ PEERS_STARTED=0
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
+YARDSTICK_DIR="${YARDSTICK_DIR-$ROOT/../shared/yardstick/limitcast}"
+YARDSTICK_PORT=18095
+YARDSTICK_PID=""
+
 compare_cleanup() {
     if [[ "$PEERS_STARTED" == 1 ]]; then
         scripts/bench/peers stop "$PEERS_DIR" >&2 || true
+    fi
+    if [[ -n "$YARDSTICK_PID" ]]; then
+        kill "$YARDSTICK_PID" 2>/dev/null || true
+        wait "$YARDSTICK_PID" 2>/dev/null || true
     fi
     bench_cleanup
 }
@@ -110,6 +124,36 @@ if [[ -n "$PEERS" ]]; then
         peer_run "likes-$width" nginx-204 "${URL[noop]}" "${URL[noop]}" raw --viewers 0 \
             "${LIKES[@]}" --publish-concurrency "$width"
     done
+fi
+
+if [[ -n "$YARDSTICK_DIR" && -f "$YARDSTICK_DIR/Cargo.toml" ]]; then
+    if [[ "$PEERS_STARTED" == 1 ]]; then
+        scripts/bench/peers stop "$PEERS_DIR" >&2 || true
+        PEERS_STARTED=0
+    fi
+    echo "building the yardstick from $YARDSTICK_DIR" >&2
+    cargo build --release --quiet --manifest-path "$YARDSTICK_DIR/Cargo.toml" \
+        --target-dir "$ROOT/.tools/limitcast-target" >&2
+    "$ROOT/.tools/limitcast-target/release/limitcast" --engine mio --threads 1 \
+        --listen "127.0.0.1:$YARDSTICK_PORT" --max-secs 900 >"$WORK/yardstick.log" 2>&1 &
+    YARDSTICK_PID=$!
+    for _ in $(seq 1 100); do
+        ss -Htln "sport = :$YARDSTICK_PORT" | grep -q . && break
+        sleep 0.1
+    done
+    base="http://127.0.0.1:$YARDSTICK_PORT"
+    for scenario in connect-10k one-video-1k one-video-5k; do
+        case "$scenario" in
+            connect-10k) args=("${CONNECT[@]}") ;;
+            one-video-1k) args=("${ONE_1K[@]}") ;;
+            one-video-5k) args=("${ONE_5K[@]}") ;;
+        esac
+        { "$FANFARE" bench --target generic --json --sub-url "$base/sub/{video}" \
+            --pub-url "$base/pub/{video}" --pub-format raw --server-pid "$YARDSTICK_PID" \
+            "${args[@]}" || true; } | label "$scenario" yardstick
+    done
+else
+    echo "no yardstick at ${YARDSTICK_DIR:-(none)}: left out of this run" >&2
 fi
 
 python3 - "$RESULTS" >&2 <<'PY'
