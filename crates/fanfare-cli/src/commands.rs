@@ -452,8 +452,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             let listener = fanfare_frontend::bind(settings.listen)
                 .with_context(|| format!("binding {}", settings.listen))?;
-            let shutdown = shutdown_on_signals()?;
-            let outcome = fanfare_frontend::run(settings, listener, shutdown).await;
+            let (shutdown, drain) = drain_on_sigterm()?;
+            let outcome = fanfare_frontend::run(settings, listener, shutdown, drain).await;
             // Whatever the outcome, send the last spans (bounded: never hangs the exit).
             traces.shutdown().await;
             outcome?;
@@ -609,6 +609,38 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", fanfare_auth::mint(&key, &claims)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A frontend's two ways to stop: SIGTERM starts a graceful drain (the second token), as a
+/// rolling restart or an orchestrator asks; SIGINT, or a second SIGTERM, stops at once (the
+/// first), as `fanfare up` does when the whole topology stops.
+fn drain_on_sigterm() -> anyhow::Result<(CancellationToken, CancellationToken)> {
+    let shutdown = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let (stop, start_drain) = (shutdown.clone(), drain.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    stop.cancel();
+                    return;
+                }
+                _ = terminate.recv() => {
+                    if start_drain.is_cancelled() {
+                        tracing::info!("second SIGTERM: shutting down at once");
+                        stop.cancel();
+                        return;
+                    }
+                    tracing::info!("SIGTERM: draining");
+                    start_drain.cancel();
+                }
+            }
+        }
+    });
+    Ok((shutdown, drain))
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM.

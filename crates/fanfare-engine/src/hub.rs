@@ -149,6 +149,19 @@ impl ConnectionHandle {
         }
     }
 
+    /// Where the connection stands in `video` now: what a reconnect from here would resume
+    /// after.
+    pub fn position(&self, hub: &Hub, video: &VideoId) -> Position {
+        let view = hub.inner.origins.view();
+        self.shared
+            .lock()
+            .subscriptions
+            .iter()
+            .find(|sub| sub.video.id == *video)
+            .map(|sub| sub.position.to_position(&view))
+            .unwrap_or_default()
+    }
+
     /// Writes `event` before anything else at the next write (e.g. a newly followed video's
     /// `total`).
     pub fn notice(&self, event: Bytes) {
@@ -420,6 +433,28 @@ impl Hub {
         self.inner.each_connection(|state| state.closed = true);
     }
 
+    /// Ends up to `count` open streams (a wave of a graceful drain): each writes what it has
+    /// queued, then `retry: <retry()>` so its client reconnects after that many
+    /// milliseconds (elsewhere, since this frontend stops), then ends. Returns how many were
+    /// ended; 0 when none is left open.
+    pub fn close_some(&self, count: usize, mut retry: impl FnMut() -> u64) -> usize {
+        let mut closed = 0;
+        self.inner.each_connection_until(|state| {
+            if closed >= count {
+                return false;
+            }
+            if !state.closed {
+                let mut hint = Vec::with_capacity(24);
+                fanfare_model::sse::write_retry(&mut hint, retry());
+                state.notices.push(Bytes::from(hint));
+                state.closed = true;
+                closed += 1;
+            }
+            true
+        });
+        closed
+    }
+
     /// Videos nobody here follows any more, since the last call.
     pub fn take_unwatched(&self) -> Vec<VideoId> {
         std::mem::take(&mut *lock(&self.inner.unwatched))
@@ -627,6 +662,35 @@ impl HubInner {
             state.likes_frame = likes_frame;
         }
         true
+    }
+
+    /// Applies `mark` to connections, as [`Self::each_connection`], while it returns true.
+    fn each_connection_until(
+        &self,
+        mut mark: impl FnMut(&mut crate::connection::ConnState) -> bool,
+    ) {
+        let mut going = true;
+        for shard in self.shards.iter() {
+            let videos: Vec<Arc<Video>> = read(shard).values().cloned().collect();
+            for video in videos {
+                for connection in &video.followers().connections {
+                    connection.mark(|state| going = mark(state));
+                    if !going {
+                        return;
+                    }
+                }
+            }
+        }
+        let multi: Vec<Arc<ConnShared>> = lock(&self.multi)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for connection in multi {
+            connection.mark(|state| going = mark(state));
+            if !going {
+                return;
+            }
+        }
     }
 
     /// Applies `mark` to every open connection: the followers of every video, and multi-video

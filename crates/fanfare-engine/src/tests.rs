@@ -399,6 +399,32 @@ async fn keep_alives_go_to_idle_connections_and_close_ends_after_what_is_queued(
     );
 }
 
+#[test]
+fn a_drain_ends_streams_a_wave_at_a_time_each_with_its_retry_hint() {
+    let hub = hub(16);
+    let v = video("v");
+    let mut viewers: Vec<Connection> = (0..5).map(|_| single(&hub, &v).0).collect();
+    for viewer in &mut viewers {
+        let _ = written(viewer);
+    }
+    let mut hints = 100..;
+    assert_eq!(hub.close_some(2, || hints.next().unwrap()), 2);
+    let ended: Vec<String> = viewers.iter_mut().map(written).collect();
+    let closing: Vec<&String> = ended
+        .iter()
+        .filter(|text| text.starts_with("retry: "))
+        .collect();
+    assert_eq!(closing.len(), 2, "{ended:?}");
+    assert_eq!(*closing[0], "retry: 100\n\n");
+    assert_eq!(*closing[1], "retry: 101\n\n");
+    assert_eq!(hub.close_some(10, || 7), 3, "the rest, once each");
+    assert_eq!(hub.close_some(10, || 7), 0, "nothing left open");
+    for viewer in &mut viewers {
+        let _ = written(viewer);
+        assert_eq!(written(viewer), "<end>");
+    }
+}
+
 #[tokio::test]
 async fn a_writer_waits_for_work_and_wakes_for_it() {
     let hub = hub(16);

@@ -46,6 +46,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
     let connected = shared.client.connection_state() == async_nats::connection::State::Connected;
     if connected {
         (StatusCode::OK, "ready\n").into_response()

@@ -17,6 +17,7 @@
 
 mod auth;
 mod counts;
+mod drain;
 mod history;
 mod http;
 mod ingest;
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
     hub: Hub,
+    /// Viewer streams open now (single- and multi-video).
+    open_streams: std::sync::atomic::AtomicUsize,
+    /// A graceful drain has begun: `/readyz` answers 503.
+    draining: std::sync::atomic::AtomicBool,
     /// Open multi-video connections by id: who owns each, and its one change at a time.
     connections: Mutex<HashMap<String, Arc<ConnectionMeta>>>,
     history: history::History,
@@ -112,6 +117,12 @@ impl ConnectionMeta {
 }
 
 impl Shared {
+    pub(crate) fn stream_opened(&self) {
+        self.metrics.stream_opened();
+        self.open_streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ConnectionMeta>>> {
         self.connections
             .lock()
@@ -152,11 +163,15 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Runs a frontend on `listener` until `shutdown` is cancelled.
+/// Runs a frontend on `listener` until `shutdown` is cancelled, or until a graceful drain that
+/// `drain` starts is over: `/readyz` answers 503 for `drain_grace` while everything is still
+/// served, then viewer streams end in waves over `drain_window`, each with a jittered `retry:`
+/// so their reconnects spread over the window. `shutdown` also cuts a drain short.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: CancellationToken,
+    drain: CancellationToken,
 ) -> Result<(), FrontendError> {
     // Keys are read before anything connects: a bad key file stops the start-up.
     let verifier = fanfare_auth::Verifier::from_settings(&settings.auth)?;
@@ -237,6 +252,8 @@ pub async fn run(
         client: client.clone(),
         js,
         hub,
+        open_streams: Default::default(),
+        draining: Default::default(),
         connections: Mutex::default(),
         history,
         likes,
@@ -251,10 +268,24 @@ pub async fn run(
         addr = %listener.local_addr().map_err(FrontendError::Serve)?,
         "frontend listening"
     );
+    // Serving stops at once on `shutdown`, or once a drain is over.
+    let serving = CancellationToken::new();
+    {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = drain.cancelled() => drain::streams(&shared, &shutdown).await,
+            }
+            serving.cancel();
+        });
+    }
     // One keep-alive timer for every viewer, likes flushed only while some wait, and one
-    // shutdown watch that ends every stream.
+    // watch that ends every stream when serving stops.
     let ticker_hub = shared.hub.clone();
-    let ticker_shutdown = shutdown.clone();
+    let ticker_shutdown = serving.clone();
     let keepalive = shared.settings.keepalive;
     let likes_every = shared.settings.likes_every;
     tokio::spawn(async move {
@@ -280,7 +311,7 @@ pub async fn run(
         listener,
         http::router(shared.clone()),
         shared.clone(),
-        shutdown.clone(),
+        serving.clone(),
     )
     .await;
 

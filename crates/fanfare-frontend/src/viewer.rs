@@ -32,6 +32,9 @@ pub(crate) struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.shared.metrics.stream_closed();
+        self.shared
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(id) = &self.connection_id {
             self.shared.connection_closed(id);
         }
@@ -79,7 +82,12 @@ pub(crate) async fn open(shared: &Arc<Shared>, request: StreamOpen) -> Result<Vi
                     None => handle.set_position(&shared.hub, &video, &position),
                 }
             }
-            shared.metrics.stream_opened();
+            // The stream's position from the start: a reconnect before the first comment
+            // resumes from here, missing nothing.
+            let mut id = Vec::with_capacity(48);
+            sse::write_id(&mut id, &handle.position(&shared.hub, &video).to_string());
+            connection.push_preamble(Bytes::from(id));
+            shared.stream_opened();
             Ok(Viewer {
                 connection,
                 guard: StreamGuard {
@@ -142,7 +150,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, request: StreamOpen) -> Result<Vi
             for (video, at) in position.videos() {
                 handle.set_position(&shared.hub, video, at);
             }
-            shared.metrics.stream_opened();
+            shared.stream_opened();
             Ok(Viewer {
                 connection,
                 guard: StreamGuard {

@@ -52,6 +52,16 @@ pub fn write_event_data(out: &mut Vec<u8>, data: &str) {
     out.push(b'\n');
 }
 
+/// Appends an `id:` field on its own, ended by a blank line: it sets a client's last event id
+/// without dispatching any event (an event with no data is not fired, but its id is kept, per
+/// the WHATWG parsing rules). A stream opens with one, so that a client that reconnects before
+/// its first comment resumes from where it started instead of from whenever it comes back.
+pub fn write_id(out: &mut Vec<u8>, id: &str) {
+    out.extend_from_slice(b"id: ");
+    push_single_line(out, id);
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Appends a comment line (`: text`), which clients ignore; used for keep-alives and notices.
 pub fn write_comment(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(b": ");
@@ -133,6 +143,13 @@ mod tests {
             frame("a\nb", Some("1\r2\x003\r\n"), ""),
             "event: a\u{FFFD}b\nid: 1\u{FFFD}2\u{FFFD}3\u{FFFD}\u{FFFD}\ndata: \n\n"
         );
+    }
+
+    #[test]
+    fn a_bare_id_is_one_field_and_a_blank_line() {
+        let mut out = Vec::new();
+        write_id(&mut out, "dc1:4\nevent: x");
+        assert_eq!(out, "id: dc1:4\u{FFFD}event: x\n\n".as_bytes());
     }
 
     #[test]

@@ -426,7 +426,13 @@ impl Running {
                 .filter(|child| kinds.contains(&child.kind()))
                 .collect();
             for child in &tier {
-                child.signal(libc::SIGTERM);
+                // The whole topology stops: frontends stop at once (SIGINT), with no drain for
+                // viewers that have nowhere else to go.
+                let signal = match child.kind() {
+                    NodeKind::Frontend => libc::SIGINT,
+                    _ => libc::SIGTERM,
+                };
+                child.signal(signal);
             }
             let deadline = Instant::now() + STOP_GRACE;
             for child in &tier {
@@ -534,7 +540,16 @@ impl Running {
             return Err(SupervisorError::UnknownNode(node.to_owned()));
         };
         if let Some(child) = self.children.get(node) {
-            if child.signal(libc::SIGTERM) && !child.wait_exited(STOP_GRACE).await {
+            // A frontend drains (SIGTERM): not ready for its grace, then its streams end in
+            // waves over its window, and its viewers resume on the other frontends.
+            let grace = match kind {
+                NodeKind::Frontend => {
+                    let drain = &self.topology.settings.frontend;
+                    drain.drain_grace + drain.drain_window + STOP_GRACE
+                }
+                _ => STOP_GRACE,
+            };
+            if child.signal(libc::SIGTERM) && !child.wait_exited(grace).await {
                 child.signal(libc::SIGKILL);
                 child.wait_exited(Duration::from_secs(2)).await;
             }

@@ -174,6 +174,11 @@ impl Cluster {
             settings: Settings {
                 interest_ttl: Duration::from_secs(3),
                 partitions: 4,
+                // A restarted frontend drains, but briefly: tests restart several.
+                frontend: fanfare_topology::FrontendSettings {
+                    drain_grace: Duration::from_millis(500),
+                    drain_window: Duration::from_secs(2),
+                },
                 ..Settings::default()
             },
             auth: AuthSettings::off(),
@@ -277,6 +282,31 @@ impl Cluster {
 
     pub fn pid(&self, node: &str) -> Option<u32> {
         self.running().pid(node)
+    }
+
+    /// Stops `node` (SIGTERM: a frontend drains) if it runs, starts it again as `fanfare chaos
+    /// restart` does, and waits until it answers `/readyz`.
+    pub async fn restart(&mut self, node: &str) -> anyhow::Result<()> {
+        let running = self
+            .running
+            .as_mut()
+            .ok_or_else(|| anyhow!("the cluster is stopped"))?;
+        running.restart(node).await?;
+        let url = format!("{}/readyz", self.admin_url(node));
+        wait::until(
+            &format!("{node} to be ready again"),
+            Duration::from_secs(30),
+            || async {
+                let response = http::get(&url).await.ok()?;
+                (response.status == 200).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits (at most `timeout`) for `node` to exit by itself; true when it has.
+    pub async fn wait_exited(&self, node: &str, timeout: Duration) -> bool {
+        self.running().wait_exited(node, timeout).await
     }
 
     /// Sends `signal` to a node started by this cluster and waits (bounded) for it to exit.
